@@ -1,0 +1,133 @@
+package events
+
+import (
+	"fmt"
+	"hash/fnv"
+	"strconv"
+)
+
+// Every NATS name Vigil uses lives in this file: streams, subjects, KV buckets.
+// Subject constants come in pairs where useful: a wildcard form for consumers and
+// a function that fills in the tokens for publishers.
+
+// Buckets is the number of partitions work is split into. It is fixed for the
+// life of a deployment: a site's bucket is part of every subject it appears on,
+// so changing it would split each site's history across two subjects. Treat a
+// change as a data migration, never as a setting.
+const Buckets = 64
+
+// Stream names.
+const (
+	StreamSites        = "SITES"
+	StreamChecks       = "CHECKS"
+	StreamObservations = "OBSERVATIONS"
+	StreamEvents       = "EVENTS"
+)
+
+// Root is the first token of every Vigil subject.
+const Root = "vigil"
+
+// Subject filters, one per stream, as consumers and `nats sub` use them.
+const (
+	SitesAll        = "vigil.sites.>"
+	ChecksAll       = "vigil.checks.>"
+	ObservationsAll = "vigil.obs.>"
+	EventsAll       = "vigil.events.>"
+)
+
+// KV buckets.
+const (
+	// KVLeases holds the leases by which instances of a service split the buckets
+	// (scheduler, state machine) or elect a single active instance (projectors).
+	KVLeases = "VIGIL_LEASES"
+)
+
+// Bucket returns the partition of a site: FNV-1a 32 over the site ID, modulo
+// Buckets. It is byte for byte the server's {{partition(64,1)}} subject
+// transform, so an external publisher can let the server compute it with a
+// mapping such as "vigil.obs.*" -> "vigil.obs.{{partition(64,1)}}.{{wildcard(1)}}".
+func Bucket(siteID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(siteID))
+	return int(h.Sum32() % Buckets)
+}
+
+// SiteSubject is where a site's configuration changes are stored on SITES:
+// vigil.sites.<bucket>.<site>. The last message on it is the current config.
+func SiteSubject(siteID string) string {
+	return "vigil.sites." + bucketToken(Bucket(siteID)) + "." + siteID
+}
+
+// SitesBucketFilter selects one bucket's sites: vigil.sites.<bucket>.>.
+func SitesBucketFilter(bucket int) string {
+	return "vigil.sites." + bucketToken(bucket) + ".>"
+}
+
+// CheckSubject is where a check command for a site is queued for the checkers
+// of one region: vigil.checks.<region>.<bucket>.<site>. The region comes first so
+// each region's checkers share one consumer with a literal-prefix filter; the
+// stream keeps one pending command per subject, so a newer command for a site
+// replaces a stale one instead of queueing behind it.
+func CheckSubject(region, siteID string) string {
+	return "vigil.checks." + region + "." + bucketToken(Bucket(siteID)) + "." + siteID
+}
+
+// ChecksRegionFilter selects the commands for one region: vigil.checks.<region>.>.
+func ChecksRegionFilter(region string) string {
+	return "vigil.checks." + region + ".>"
+}
+
+// ObservationSubject is where checkers publish what they saw:
+// vigil.obs.<bucket>.<site>.
+func ObservationSubject(siteID string) string {
+	return "vigil.obs." + bucketToken(Bucket(siteID)) + "." + siteID
+}
+
+// ObservationsBucketFilter selects one bucket's observations: vigil.obs.<bucket>.>.
+func ObservationsBucketFilter(bucket int) string {
+	return "vigil.obs." + bucketToken(bucket) + ".>"
+}
+
+// SiteEventSubject is where the state machine appends a site's derived events:
+// vigil.events.<bucket>.<site>.<kind>.
+func SiteEventSubject(siteID string, kind EventKind) string {
+	return "vigil.events." + bucketToken(Bucket(siteID)) + "." + siteID + "." + string(kind)
+}
+
+// SiteEventsFilter selects every event of one site, whatever its kind:
+// vigil.events.<bucket>.<site>.*. Appends use it as the optimistic-concurrency
+// subject, so two writers can never interleave one site's history.
+func SiteEventsFilter(siteID string) string {
+	return "vigil.events." + bucketToken(Bucket(siteID)) + "." + siteID + ".*"
+}
+
+// EventsBucketFilter selects one bucket's site events: vigil.events.<bucket>.>.
+func EventsBucketFilter(bucket int) string {
+	return "vigil.events." + bucketToken(bucket) + ".>"
+}
+
+// RegionEventSubject is where events about a whole checker region go (impaired,
+// recovered): vigil.events.region.<region>.<kind>. The literal "region" stands
+// where site events have their numeric bucket, so the two never collide.
+func RegionEventSubject(region string, kind EventKind) string {
+	return "vigil.events.region." + region + "." + string(kind)
+}
+
+// RegionEventsAll selects every region event: vigil.events.region.>.
+const RegionEventsAll = "vigil.events.region.>"
+
+// LeaseKey names the lease for one bucket of one service in KVLeases, such as
+// "scheduler.7".
+func LeaseKey(service string, bucket int) string {
+	return service + "." + bucketToken(bucket)
+}
+
+// bucketToken renders a bucket as a subject token. Buckets are written without
+// padding ("7", not "07") because that is what the server's partition()
+// transform produces.
+func bucketToken(b int) string {
+	if b < 0 || b >= Buckets {
+		panic(fmt.Sprintf("events: bucket %d out of range [0,%d)", b, Buckets))
+	}
+	return strconv.Itoa(b)
+}
