@@ -32,6 +32,20 @@ type CheckSpec struct {
 	LastRedirectChain []string `json:"last_redirect_chain,omitempty"`
 }
 
+// Cadence is a cadence override in KVCadence: the state machine's request that
+// the scheduler check a site faster (retries) while an incident is open.
+type Cadence struct {
+	SiteID string `json:"site_id"`
+	// Interval replaces the site's interval while the override stands.
+	Interval Duration `json:"interval"`
+	// IncidentID is carried into the retry commands and their observations.
+	IncidentID string `json:"incident_id"`
+	// Until bounds the override: after it the scheduler returns to the site's
+	// own interval even if nobody removed the key (a safety net, not the
+	// normal way an override ends).
+	Until time.Time `json:"until"`
+}
+
 // CheckCommand asks the checkers of one region to check a site once.
 type CheckCommand struct {
 	// ID is derived from site, region, purpose and due time, so a tick re-sent

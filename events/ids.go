@@ -36,6 +36,25 @@ func ValidateSiteID(id string) error {
 	return nil
 }
 
+// MaxRegionLen is the longest region name accepted.
+const MaxRegionLen = 32
+
+// ValidateRegion reports whether name can name a checker region: 1 to 32
+// characters from [a-z0-9_-]. Regions are subject tokens and part of durable
+// consumer names, so they are kept to a conservative alphabet.
+func ValidateRegion(name string) error {
+	if name == "" || len(name) > MaxRegionLen {
+		return fmt.Errorf("region %q must be 1 to %d characters", name, MaxRegionLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("region %q may hold only a-z, 0-9, '_' and '-'", name)
+		}
+	}
+	return nil
+}
+
 // DeriveID returns the ID of a derived fact: a ULID whose time part is t (the
 // time of the observation that caused the fact) and whose entropy is a hash of
 // parts, the fields that identify the fact. Deriving the same fact twice, in

@@ -104,7 +104,8 @@ type SiteEvent struct {
 	StartedAt    *time.Time `json:"started_at,omitempty"`
 	Reason       Reason     `json:"reason,omitempty"`
 	FailureClass Class      `json:"failure_class,omitempty"`
-	FailureCode  int        `json:"failure_status,omitempty"`
+	// FailureStatus is the HTTP status of the first failure, if it had one.
+	FailureStatus int `json:"failure_status,omitempty"`
 	// ObservationIDs are the observations that caused the event.
 	ObservationIDs []string     `json:"observation_ids"`
 	Votes          []RegionVote `json:"votes,omitempty"`
@@ -160,18 +161,24 @@ type RegionEvent struct {
 	Region string    `json:"region"`
 	At     time.Time `json:"at"`
 	// Window is the period the figures below cover.
-	Window   Duration `json:"window"`
-	Checks   int      `json:"checks"`
-	Failures int      `json:"failures"`
-	Sites    int      `json:"sites"`
+	Window Duration `json:"window"`
+	// Checks is how many checks the region ran in the window.
+	Checks int `json:"checks"`
+	// Failures is how many of them failed with a connect, timeout or DNS class.
+	Failures int `json:"failures"`
+	// Sites is how many distinct sites those failures were spread over.
+	Sites int `json:"sites"`
 }
 
 // Type returns the CloudEvents type for the event's kind.
 func (e *RegionEvent) Type() string {
-	if e.Kind == KindRegionImpaired {
+	switch e.Kind {
+	case KindRegionImpaired:
 		return TypeRegionImpaired
+	case KindRegionRecovered:
+		return TypeRegionRecovered
 	}
-	return TypeRegionRecovered
+	return ""
 }
 
 // Envelope implements Message.

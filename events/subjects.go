@@ -40,7 +40,24 @@ const (
 	// KVLeases holds the leases by which instances of a service split the buckets
 	// (scheduler, state machine) or elect a single active instance (projectors).
 	KVLeases = "VIGIL_LEASES"
+	// KVCadence holds per-site cadence overrides: while a site has an open
+	// incident, the state machine puts a Cadence under CadenceKey(site) and the
+	// scheduler checks the site at that faster interval until it is removed.
+	// It lives in KV, not in any process's memory, so a crash of either side
+	// loses no retry state.
+	KVCadence = "VIGIL_CADENCE"
 )
+
+// CadenceKey is a site's key in KVCadence: <bucket>.<site>, so a scheduler can
+// watch only the buckets it owns (CadenceBucketFilter).
+func CadenceKey(siteID string) string {
+	return bucketToken(Bucket(siteID)) + "." + siteID
+}
+
+// CadenceBucketFilter selects one bucket's keys in KVCadence: <bucket>.>.
+func CadenceBucketFilter(bucket int) string {
+	return bucketToken(bucket) + ".>"
+}
 
 // Bucket returns the partition of a site: FNV-1a 32 over the site ID, modulo
 // Buckets. It is byte for byte the server's {{partition(64,1)}} subject
