@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +64,7 @@ func runService(ctx context.Context, c *cli, name string, args []string, build b
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		logger.Warn("drain nats connection", "err", err)
 	}
+	waitClosed(nc, 10*time.Second)
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		fmt.Fprintf(c.stderr, "vigil %s: %v\n", name, runErr)
 		return exitError
