@@ -142,3 +142,18 @@ func TestBareBoolFlag(t *testing.T) {
 		t.Errorf("--deny-delete: %v %v", c.Streams.DenyDelete, err)
 	}
 }
+
+// The README's configuration table must list every key, so it stays current.
+func TestREADMEListsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Default(Service).Keys() {
+		for _, s := range []string{"`" + k.Key + "`", "`" + k.Flag + "`", "`" + k.Env + "`"} {
+			if !strings.Contains(string(b), s) {
+				t.Errorf("README.md does not mention %s", s)
+			}
+		}
+	}
+}
