@@ -101,7 +101,7 @@ func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error
 		if !p.c.policy.Allows(a) {
 			// Refuse early, without a socket; control refuses again at
 			// connect time for anything that gets past here.
-			first = keepWorse(first, &refusedError{Addr: a, Policy: p.c.policy})
+			first = pickDialError(first, &refusedError{Addr: a, Policy: p.c.policy})
 			continue
 		}
 		d := net.Dialer{Control: p.c.control, KeepAlive: -1}
@@ -117,23 +117,26 @@ func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error
 		}
 		var re *refusedError
 		if errors.As(err, &re) {
-			first = keepWorse(first, re)
+			first = pickDialError(first, re)
 		} else {
-			first = keepWorse(first, &dialError{Err: err})
+			first = pickDialError(first, &dialError{Err: err})
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
+	if first == nil {
+		first = &dialError{Err: fmt.Errorf("no address to dial for %s", host)}
+	}
 	return nil, first
 }
 
-// keepWorse returns the error to report when a host's addresses fail one
+// pickDialError returns the error to report when a host's addresses fail one
 // after another: the first one, unless a later one says more about the site
 // than "this checker cannot reach that address" (an IPv6 address from an
 // IPv4-only checker, or a refused address, followed by a refused
 // connection).
-func keepWorse(cur, next error) error {
+func pickDialError(cur, next error) error {
 	if cur == nil {
 		return next
 	}

@@ -93,9 +93,10 @@ func (c *dnsCache) lookup(ctx context.Context, host string) ([]netip.Addr, error
 	if !ok {
 		call = &dnsCall{done: make(chan struct{})}
 		c.calls[host] = call
-		// The call is detached from ctx so that one caller giving up does
-		// not fail the others waiting on it; it has its own bound.
-		go c.resolve(context.WithoutCancel(ctx), host, call)
+		// The call is detached from ctx (and from the values of the check
+		// that started it) so that one caller giving up does not fail the
+		// others waiting on it; it has its own bound.
+		go c.resolve(host, call)
 	}
 	c.mu.Unlock()
 
@@ -107,8 +108,8 @@ func (c *dnsCache) lookup(ctx context.Context, host string) ([]netip.Addr, error
 	}
 }
 
-func (c *dnsCache) resolve(ctx context.Context, host string, call *dnsCall) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+func (c *dnsCache) resolve(host string, call *dnsCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	ips, err := c.resolver.LookupIPAddr(ctx, host)
 	addrs := make([]netip.Addr, 0, len(ips))

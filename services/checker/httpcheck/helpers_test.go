@@ -176,10 +176,14 @@ func newChecker(t testing.TB, ca *testCA, mod ...func(*Options)) *Checker {
 }
 
 // quietServer starts an HTTP server on 127.0.0.1 that does not log.
-func quietServer(t testing.TB, h http.Handler) *httptest.Server {
+// Each of mod is applied to the server before it starts.
+func quietServer(t testing.TB, h http.Handler, mod ...func(*http.Server)) *httptest.Server {
 	t.Helper()
 	s := httptest.NewUnstartedServer(h)
 	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	for _, m := range mod {
+		m(s.Config)
+	}
 	s.Start()
 	t.Cleanup(s.Close)
 	return s

@@ -17,32 +17,41 @@
 //
 // Failures are classified by the phase in which they happened:
 //
-//	invalid URL or method, unsupported scheme   target_refused (monitor)
-//	address refused by the TargetPolicy         target_refused (monitor)
-//	name does not exist (NXDOMAIN, no address)  dns_nxdomain
-//	resolver error, timeout or deadline in DNS  monitor_resolver (monitor)
-//	connection refused or reset while connecting connect_refused
-//	connect timed out (or deadline while dialing) connect_timeout
-//	network or host unreachable, EACCES/EPERM   monitor_network (monitor)
-//	checker out of ports, files or buffers      monitor_overload (monitor)
-//	other connect errors                        monitor_network (monitor)
-//	certificate expired or not yet valid        tls_expired
-//	unknown authority, self-signed, wrong name  tls_untrusted
-//	checker has no system roots                 monitor_network (monitor)
-//	other handshake failure                     tls_handshake
-//	deadline during handshake, request or body  timeout
-//	connection closed or malformed response     body_read
-//	error reading the body                      body_read
-//	redirect loop, more than MaxRedirects       redirect_loop
-//	redirect not allowed by spec.Redirects      redirect_policy
-//	redirect chain changed (policy "alert")     redirect_policy
-//	status not expected                         http_status
-//	required keyword missing                    keyword_missing
-//	forbidden keyword present                   keyword_forbidden
-//	check canceled by the caller's context      monitor_network (monitor)
+//	invalid URL, method or header, other scheme  target_refused (monitor)
+//	address refused by the TargetPolicy          target_refused (monitor)
+//	name does not exist (NXDOMAIN, no address)   dns_nxdomain
+//	resolver error or timeout, deadline in DNS   monitor_resolver (monitor)
+//	connection refused or reset when connecting  connect_refused
+//	connect timed out, deadline while connecting connect_timeout
+//	network or host unreachable, EACCES, EPERM   monitor_network (monitor)
+//	checker out of ports, files or buffers       monitor_overload (monitor)
+//	any other connect error                      monitor_network (monitor)
+//	certificate expired or not yet valid         tls_expired
+//	unknown authority, self-signed, wrong name   tls_untrusted
+//	checker has no system roots                  monitor_network (monitor)
+//	other handshake failure                      tls_handshake
+//	deadline in handshake, request or body       timeout
+//	connection closed or malformed response      body_read
+//	error reading the body                       body_read
+//	redirect loop, more than MaxRedirects        redirect_loop
+//	redirect not allowed by spec.Redirects       redirect_policy
+//	redirect chain changed (policy "alert")      redirect_policy
+//	status not expected                          http_status
+//	required keyword missing                     keyword_missing
+//	forbidden keyword present                    keyword_forbidden
+//	check canceled by the caller's context       monitor_network (monitor)
 //
 // When a response arrives, its status is judged first, then the redirect
-// chain (policy "alert"), then the body's keywords.
+// chain (policy "alert"), then the body's keywords. spec.ExpectStatus
+// applies to the final response of the chain; with policy "fail" a redirect
+// is not followed and is a redirect_policy failure unless its own status is
+// in spec.ExpectStatus, in which case it is judged like any final response.
+//
+// Certificates are always verified by the Checker itself, against
+// Options.RootCAs, for the host name of the URL, so Result.TLS reports
+// whether the chain is valid even when spec.TLSVerify is false; only then is
+// an invalid chain not a failure. The TLS versions and cipher suites are
+// crypto/tls's client defaults (TLS 1.2 and later), like a current browser.
 package httpcheck
 
 import (
@@ -207,6 +216,13 @@ type Result struct {
 // by spec.Timeout (DefaultTimeout if zero) or ctx's deadline, whichever is
 // earlier, plus a little time to clean up.
 //
+// spec.Method is GET (the default when empty) or HEAD; spec.Headers are
+// sent on every request of the chain (a "Host" entry sets the request's
+// host), with Options.UserAgent unless they set User-Agent. The body is read
+// only when the spec has keywords, at most Options.MaxBodyBytes of it, and
+// otherwise closed unread. Keywords need GET: a HEAD response has no body,
+// so required keywords are reported missing.
+//
 // Timings: DNS is the time spent resolving (near zero when cached, zero for
 // an IP address), connect the time to open the TCP connection, TLS the
 // handshake, TTFB the time from having a connection to the first byte of the
@@ -323,6 +339,7 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 	}
 
 	trace := &httptrace.ClientTrace{
+		GetConn: func(string) { p.setPhase(phaseConn) },
 		GotConn: func(httptrace.GotConnInfo) {
 			p.mu.Lock()
 			p.phase = phaseRequest
@@ -420,7 +437,7 @@ type roundTripper struct {
 
 func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.p.lastURL = req.URL.Redacted()
-	r.p.setPhase(phaseConn)
+	r.p.setPhase(phaseStart) // until the transport asks for a connection
 	resp, err := r.rt.RoundTrip(req)
 	r.p.mu.Lock()
 	if err != nil {
