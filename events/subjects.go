@@ -46,7 +46,23 @@ const (
 	// It lives in KV, not in any process's memory, so a crash of either side
 	// loses no retry state.
 	KVCadence = "VIGIL_CADENCE"
+	// KVStateMachine holds the state machine's per-site state for sites that
+	// have any (an open incident, a TLS advisory): what it needs to continue
+	// after a crash or a change of owner. A healthy site has no key.
+	KVStateMachine = "VIGIL_SM_STATE"
 )
+
+// SiteKey is a site's key in the per-site KV buckets (KVCadence,
+// KVStateMachine): <bucket>.<site>, so an instance can read or watch only the
+// buckets it owns (SiteKeyBucketFilter).
+func SiteKey(siteID string) string {
+	return bucketToken(Bucket(siteID)) + "." + siteID
+}
+
+// SiteKeyBucketFilter selects one bucket's keys in a per-site KV bucket: <bucket>.>.
+func SiteKeyBucketFilter(bucket int) string {
+	return bucketToken(bucket) + ".>"
+}
 
 // CadenceKey is a site's key in KVCadence: <bucket>.<site>, so a scheduler can
 // watch only the buckets it owns (CadenceBucketFilter).

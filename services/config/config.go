@@ -42,7 +42,9 @@ type Config struct {
 	Regions   []string
 	Checker   Checker
 	Scheduler Scheduler
-	Lease     Lease
+	// StateMachine configures the incident state machine.
+	StateMachine StateMachine
+	Lease        Lease
 	Streams   Streams
 
 	fields []*field
@@ -75,6 +77,14 @@ type Checker struct {
 type Scheduler struct {
 	// Tick is how often due checks are published.
 	Tick time.Duration
+}
+
+// StateMachine configures the incident state machine.
+type StateMachine struct {
+	// SingleRegion lets a deployment with one region confirm Down locally.
+	SingleRegion bool
+	// VerifyTimeout is how long other regions have to answer a verification.
+	VerifyTimeout time.Duration
 }
 
 // Lease configures the leases by which instances split buckets.
@@ -157,6 +167,10 @@ func (c *Config) table() []*field {
 			value: &sizeValue{p: &c.Checker.MaxBodyBytes, min: 1 << 10}},
 		{key: "scheduler.tick", flag: "scheduler-tick", def: "100ms", usage: "how often the scheduler publishes due checks",
 			value: &durationValue{p: &c.Scheduler.Tick, min: 10 * time.Millisecond, max: 10 * time.Second}},
+		{key: "statemachine.single_region", flag: "single-region", def: "false", devDef: "true", usage: "with a single region, confirm Down locally after confirm_after failures (there is nobody to verify)",
+			value: &boolValue{p: &c.StateMachine.SingleRegion}},
+		{key: "statemachine.verify_timeout", flag: "verify-timeout", def: "90s", usage: "how long other regions have to answer a verification; silent regions do not vote",
+			value: &durationValue{p: &c.StateMachine.VerifyTimeout, min: 5 * time.Second, max: 30 * time.Minute}},
 		{key: "lease.ttl", flag: "lease-ttl", def: "10s", usage: "lease period by which instances split buckets; a dead instance's buckets move within two",
 			value: &durationValue{p: &c.Lease.TTL, min: time.Second, max: 5 * time.Minute}},
 		{key: "streams.replicas", flag: "stream-replicas", def: "1", usage: "replicas of every stream (3 on a cluster)",

@@ -129,6 +129,12 @@ func KeyValues(o Options) []jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(o.Replicas, 1),
+	}, {
+		Bucket:      events.KVStateMachine,
+		Description: "State machine per-site state of sites with an open incident or a TLS advisory",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(o.Replicas, 1),
 	}}
 }
 

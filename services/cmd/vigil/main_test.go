@@ -91,11 +91,11 @@ func TestStreamsApplyAndStatus(t *testing.T) {
 	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 {
 		t.Fatalf("apply: exit %d: %s", code, errb)
 	}
-	if strings.Count(out.String(), "created") != 6 {
+	if strings.Count(out.String(), "created") != 7 {
 		t.Errorf("first apply:\n%s", out)
 	}
 	c, out, _ = testCLI(env)
-	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 || strings.Count(out.String(), "unchanged") != 6 {
+	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 || strings.Count(out.String(), "unchanged") != 7 {
 		t.Errorf("second apply: exit %d\n%s", code, out)
 	}
 	c, out, _ = testCLI(env)
