@@ -1,0 +1,258 @@
+package checker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vigil-dev/vigil/events"
+	"github.com/vigil-dev/vigil/services/checker/httpcheck"
+)
+
+// checkGrace is how long past the spec's timeout a check's context lasts. The
+// prober enforces the timeout itself and classifies it; the context is only
+// the safety net for a prober that overruns.
+const checkGrace = 5 * time.Second
+
+// maxReasonLen bounds the reason sent with a termination.
+const maxReasonLen = 240
+
+// handle processes one command on a worker: decode, check (or expire),
+// publish the observation, acknowledge. ctx is the work context: it outlives
+// Run's context and is canceled only when the shutdown grace period is over.
+func (c *Checker) handle(ctx context.Context, j job) {
+	c.m.inFlight.Inc()
+	defer c.m.inFlight.Dec()
+	msg := j.msg
+
+	// A command that waited long on the client gets a progress ack first, and
+	// more while it is held, so the server does not redeliver it meanwhile.
+	if time.Since(j.received) > c.progressEvery {
+		_ = msg.InProgress()
+	}
+	keepAlive := startProgress(msg, c.progressEvery)
+	defer keepAlive.stop()
+
+	var cmd events.CheckCommand
+	if _, err := events.Decode(msg.Headers(), msg.Data(), &cmd); err != nil {
+		c.terminate(msg, fmt.Errorf("undecodable check command: %w", err))
+		return
+	}
+	if err := c.validate(msg.Subject(), &cmd); err != nil {
+		c.terminate(msg, err)
+		return
+	}
+	log := c.logger.With("site", cmd.SiteID, "bucket", cmd.Bucket, "command_id", cmd.ID, "purpose", cmd.Purpose)
+
+	now := c.now()
+	if !cmd.Deadline.IsZero() && now.After(cmd.Deadline) {
+		obs := c.observation(&cmd, now, httpcheck.Result{
+			Class: events.ClassCommandExpired,
+			Error: fmt.Sprintf("command expired before it ran: deadline %s, due %s, now %s",
+				cmd.Deadline.UTC().Format(time.RFC3339Nano), cmd.DueAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano)),
+		})
+		if obs == nil {
+			return
+		}
+		if c.publishAndAck(ctx, msg, obs, log) {
+			c.m.expired.Inc()
+			log.Debug("command expired; reported unchecked", "observation_id", obs.ID, "deadline", cmd.Deadline)
+		}
+		return
+	}
+
+	spec := cmd.Check
+	timeout := spec.Timeout.Std()
+	if timeout <= 0 {
+		timeout = httpcheck.DefaultTimeout
+	}
+	timeout = min(timeout, MaxCheckTimeout)
+	spec.Timeout = events.Duration(timeout)
+
+	c.est.started()
+	if !cmd.DueAt.IsZero() {
+		c.m.lateness.Observe(now.Sub(cmd.DueAt).Seconds())
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, timeout+checkGrace)
+	t0 := time.Now()
+	res := c.prober.Check(checkCtx, spec)
+	took := time.Since(t0)
+	cancel()
+	if ctx.Err() != nil {
+		// Abandoned at the end of the shutdown grace period: the result
+		// says nothing about the site. Leave the command to another checker.
+		c.handBack([]jetstream.Msg{msg})
+		log.Warn("check abandoned at shutdown; command handed back")
+		return
+	}
+	ok := res.Class == events.ClassOK
+	c.est.finished(took, ok)
+	outcome := "fail"
+	if ok {
+		outcome = "ok"
+	}
+	c.m.duration.WithLabelValues(outcome).Observe(took.Seconds())
+
+	if res.StartedAt.IsZero() {
+		res.StartedAt = now
+	}
+	obs := c.observation(&cmd, res.StartedAt, res)
+	if obs == nil {
+		return
+	}
+	if c.publishAndAck(ctx, msg, obs, log) {
+		log.Debug("checked", "observation_id", obs.ID, "class", obs.Class, "status", obs.StatusCode,
+			"took", took, "err", obs.Error)
+	}
+}
+
+// validate refuses a command that decoded but cannot be acted on: it would
+// fail the same way on every delivery, so it is poison too.
+func (c *Checker) validate(subject string, cmd *events.CheckCommand) error {
+	if cmd.ID == "" {
+		return errors.New("check command has no id")
+	}
+	if err := events.ValidateSiteID(cmd.SiteID); err != nil {
+		return fmt.Errorf("check command %s: %w", cmd.ID, err)
+	}
+	if cmd.Region != c.region {
+		return fmt.Errorf("check command %s is for region %q, not %q", cmd.ID, cmd.Region, c.region)
+	}
+	if want := events.Bucket(cmd.SiteID); cmd.Bucket != want {
+		return fmt.Errorf("check command %s has bucket %d, site %s is in bucket %d", cmd.ID, cmd.Bucket, cmd.SiteID, want)
+	}
+	if want := events.CheckSubject(cmd.Region, cmd.SiteID); subject != want {
+		return fmt.Errorf("check command %s arrived on %s, belongs on %s", cmd.ID, subject, want)
+	}
+	return nil
+}
+
+// terminate quarantines a poison command: the server never redelivers it and
+// announces it in a terminated-delivery advisory carrying the reason.
+func (c *Checker) terminate(msg jetstream.Msg, cause error) {
+	c.m.poison.Inc()
+	var seq, delivered uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq, delivered = md.Sequence.Stream, md.NumDelivered
+	}
+	reason := "vigil checker: " + cause.Error()
+	if len(reason) > maxReasonLen {
+		reason = reason[:maxReasonLen]
+	}
+	err := msg.TermWithReason(reason)
+	c.logger.Warn("poison check command terminated", "subject", msg.Subject(), "stream_seq", seq,
+		"deliveries", delivered, "err", cause, "term_err", err)
+}
+
+// observation builds the observation of cmd from a check result. It returns
+// nil (after terminating the command) if no ID can be made, which only a
+// broken clock can cause.
+func (c *Checker) observation(cmd *events.CheckCommand, started time.Time, res httpcheck.Result) *events.Observation {
+	id, err := c.ids.New(started)
+	if err != nil {
+		c.logger.Error("make observation id", "command_id", cmd.ID, "err", err)
+		return nil
+	}
+	return &events.Observation{
+		ID:            id,
+		SiteID:        cmd.SiteID,
+		Bucket:        cmd.Bucket,
+		Region:        c.region,
+		CheckerID:     c.instance,
+		CommandID:     cmd.ID,
+		Purpose:       cmd.Purpose,
+		IncidentID:    cmd.IncidentID,
+		ConfigSeq:     cmd.ConfigSeq,
+		DueAt:         cmd.DueAt,
+		StartedAt:     started,
+		Class:         res.Class,
+		StatusCode:    res.StatusCode,
+		Timings:       res.Timings,
+		FinalURL:      res.FinalURL,
+		RedirectChain: res.RedirectChain,
+		TLS:           res.TLS,
+		Error:         res.Error,
+	}
+}
+
+// publishAndAck makes obs durable on OBSERVATIONS and only then acknowledges
+// the command. If the publish fails the command is negatively acknowledged
+// with a delay growing with its deliveries, to be checked again. It reports
+// whether the observation was published.
+func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *events.Observation, log *slog.Logger) bool {
+	log = log.With("observation_id", obs.ID)
+	out, err := events.Marshal(obs)
+	if err != nil {
+		// Deterministic: a redelivery would fail the same way.
+		c.terminate(msg, fmt.Errorf("encode observation %s: %w", obs.ID, err))
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	_, err = c.js.PublishMsg(pctx, out, jetstream.WithExpectStream(events.StreamObservations))
+	cancel()
+	if err != nil {
+		c.m.publishErrors.Inc()
+		delay := c.retryDelay(msg)
+		nakErr := msg.NakWithDelay(delay)
+		log.Warn("publish observation failed; command will be checked again",
+			"err", fmt.Errorf("publish to %s: %w", obs.Envelope().NATSSubject, err), "retry_in", delay, "nak_err", nakErr)
+		return false
+	}
+	c.m.checks.WithLabelValues(string(obs.Class)).Inc()
+	actx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	err = msg.DoubleAck(actx)
+	cancel()
+	if err != nil {
+		// The observation is durable; the command will be redelivered and
+		// checked once more, which the state machine tolerates.
+		log.Warn("acknowledge command failed; it may be checked again", "err", err)
+	}
+	return true
+}
+
+// retryDelay is how long a command whose observation could not be published
+// waits before redelivery: nakDelay doubled per earlier delivery, capped.
+func (c *Checker) retryDelay(msg jetstream.Msg) time.Duration {
+	d := c.nakDelay
+	if md, err := msg.Metadata(); err == nil {
+		for i := uint64(1); i < md.NumDelivered && d < c.maxNakDelay; i++ {
+			d *= 2
+		}
+	}
+	return min(d, c.maxNakDelay)
+}
+
+// progress sends progress acknowledgements for a held command every interval
+// until stopped. It uses a timer, not a goroutine per command.
+type progress struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func startProgress(msg jetstream.Msg, every time.Duration) *progress {
+	p := &progress{}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t = time.AfterFunc(every, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.stopped {
+			return
+		}
+		_ = msg.InProgress()
+		p.t.Reset(every)
+	})
+	return p
+}
+
+func (p *progress) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.t.Stop()
+	p.mu.Unlock()
+}
