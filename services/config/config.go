@@ -45,7 +45,7 @@ type Config struct {
 	// StateMachine configures the incident state machine.
 	StateMachine StateMachine
 	Lease        Lease
-	Streams   Streams
+	Streams      Streams
 
 	fields []*field
 }
@@ -85,6 +85,12 @@ type StateMachine struct {
 	SingleRegion bool
 	// VerifyTimeout is how long other regions have to answer a verification.
 	VerifyTimeout time.Duration
+	// ImpairedWindow, ImpairedMinSites and ImpairedRatio say when a region is
+	// impaired: more than ImpairedRatio of its checks in a window failing
+	// with connect, timeout or DNS classes, on at least ImpairedMinSites sites.
+	ImpairedWindow   time.Duration
+	ImpairedMinSites int
+	ImpairedRatio    float64
 }
 
 // Lease configures the leases by which instances split buckets.
@@ -171,6 +177,12 @@ func (c *Config) table() []*field {
 			value: &boolValue{p: &c.StateMachine.SingleRegion}},
 		{key: "statemachine.verify_timeout", flag: "verify-timeout", def: "90s", usage: "how long other regions have to answer a verification; silent regions do not vote",
 			value: &durationValue{p: &c.StateMachine.VerifyTimeout, min: 5 * time.Second, max: 30 * time.Minute}},
+		{key: "statemachine.impaired_window", flag: "impaired-window", def: "60s", usage: "window over which a region's failure storm is judged",
+			value: &durationValue{p: &c.StateMachine.ImpairedWindow, min: 5 * time.Second, max: time.Hour}},
+		{key: "statemachine.impaired_min_sites", flag: "impaired-min-sites", def: "50", usage: "distinct failing sites a window needs before its region counts as impaired",
+			value: &intValue{p: &c.StateMachine.ImpairedMinSites, min: 1, max: 1000000}},
+		{key: "statemachine.impaired_ratio", flag: "impaired-ratio", def: "0.5", usage: "share of a region's checks that must fail (connect, timeout, DNS) for it to count as impaired",
+			value: &floatValue{p: &c.StateMachine.ImpairedRatio, min: 0.05, max: 1}},
 		{key: "lease.ttl", flag: "lease-ttl", def: "10s", usage: "lease period by which instances split buckets; a dead instance's buckets move within two",
 			value: &durationValue{p: &c.Lease.TTL, min: time.Second, max: 5 * time.Minute}},
 		{key: "streams.replicas", flag: "stream-replicas", def: "1", usage: "replicas of every stream (3 on a cluster)",

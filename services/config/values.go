@@ -50,6 +50,24 @@ func (v *intValue) Set(s string) error {
 }
 func (v *intValue) Get() any { return *v.p }
 
+type floatValue struct {
+	p        *float64
+	min, max float64
+}
+
+func (v *floatValue) Set(s string) error {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a number", s)
+	}
+	if f < v.min || f > v.max {
+		return fmt.Errorf("%v is out of range [%v, %v]", f, v.min, v.max)
+	}
+	*v.p = f
+	return nil
+}
+func (v *floatValue) Get() any { return *v.p }
+
 type boolValue struct{ p *bool }
 
 func (v *boolValue) Set(s string) error {

@@ -36,11 +36,11 @@ func newChecker(cfg *config.Config, region string, js jetstream.JetStream, reg p
 		return nil, fmt.Errorf("http check engine: %w", err)
 	}
 	return checker.New(js, engine,
-		checker.Region(region),
-		checker.MinWorkers(cfg.Checker.MinWorkers),
-		checker.MaxWorkers(cfg.Checker.MaxWorkers),
-		checker.Logger(logger),
-		checker.Registerer(reg),
+		checker.WithRegion(region),
+		checker.WithMinWorkers(cfg.Checker.MinWorkers),
+		checker.WithMaxWorkers(cfg.Checker.MaxWorkers),
+		checker.WithLogger(logger),
+		checker.WithRegisterer(reg),
 	)
 }
 

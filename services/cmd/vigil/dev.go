@@ -33,9 +33,29 @@ type namedRunner struct {
 	r    runner
 }
 
-// devServices builds every service that exists so far, connected to js.
+// devServices builds every service that exists so far, connected to js: the
+// scheduler, a checker per region (the first region is the primary; the
+// others are vantage points for verification) and the state machine.
 func devServices(cfg *config.Config, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) ([]namedRunner, error) {
-	return nil, nil
+	var out []namedRunner
+	sched, err := newScheduler(cfg, js, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, namedRunner{"scheduler", sched})
+	for _, region := range cfg.Regions {
+		chk, err := newChecker(cfg, region, js, reg, logger.With("service", "checker", "region", region))
+		if err != nil {
+			return nil, fmt.Errorf("checker %s: %w", region, err)
+		}
+		out = append(out, namedRunner{"checker-" + region, chk})
+	}
+	sm, err := newStateMachine(cfg, js, reg, logger.With("service", "statemachine"))
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, namedRunner{"statemachine", sm})
+	return out, nil
 }
 
 func runDev(ctx context.Context, c *cli, args []string) int {

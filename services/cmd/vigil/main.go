@@ -55,6 +55,7 @@ func commands() []command {
 		{"sites", "manage sites: add, list, pause, resume, delete, apply -f sites.yaml", runSites},
 		{"scheduler", "run the scheduler against --nats", runScheduler},
 		{"checker", "run a checker of --region against --nats", runChecker},
+		{"statemachine", "run the incident state machine against --nats; statemachine replay --from-seq N --dry-run", runStateMachine},
 	}
 }
 

@@ -1,0 +1,407 @@
+package statemachine_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vigil-dev/vigil/events"
+	"github.com/vigil-dev/vigil/services/internal/natstest"
+	"github.com/vigil-dev/vigil/services/sites"
+	"github.com/vigil-dev/vigil/services/statemachine"
+)
+
+// harness is a real embedded server with a state machine running against it.
+type harness struct {
+	t   *testing.T
+	srv *natstest.Server
+	ids *events.IDSource
+	reg *sites.Registry
+}
+
+func newHarness(t *testing.T) *harness {
+	s := natstest.Start(t, true)
+	return &harness{t: t, srv: s, ids: events.NewIDSource(rand.Reader), reg: sites.NewRegistry(s.JS)}
+}
+
+func (h *harness) site(id string, mod func(*events.Site)) events.Site {
+	h.t.Helper()
+	s := events.Site{ID: id, URL: "https://" + id + ".example.com/", Interval: events.Duration(time.Minute)}
+	if mod != nil {
+		mod(&s)
+	}
+	cur, err := h.reg.Create(context.Background(), s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return cur.Site
+}
+
+func (h *harness) run(opts ...statemachine.Option) context.CancelFunc {
+	h.t.Helper()
+	opts = append([]statemachine.Option{statemachine.WithLeaseTTL(2 * time.Second), statemachine.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
+	sm, err := statemachine.New(h.srv.JS, opts...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sm.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("state machine: %v", err)
+		}
+	})
+	return cancel
+}
+
+// observe publishes an observation as a checker would.
+func (h *harness) observe(site events.Site, region string, purpose events.Purpose, class events.Class, at time.Time, incident string) events.Observation {
+	h.t.Helper()
+	id, err := h.ids.New(at)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	obs := events.Observation{
+		ID: id, SiteID: site.ID, Bucket: events.Bucket(site.ID), Region: region, CheckerID: "test",
+		CommandID: events.CommandID(site.ID, region, purpose, at), Purpose: purpose, IncidentID: incident,
+		DueAt: at, StartedAt: at, Class: class,
+	}
+	if class == events.ClassHTTPStatus {
+		obs.StatusCode = 503
+	} else if class == events.ClassOK {
+		obs.StatusCode = 200
+	}
+	msg, err := events.Marshal(&obs)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.srv.JS.PublishMsg(context.Background(), msg); err != nil {
+		h.t.Fatal(err)
+	}
+	return obs
+}
+
+// siteEvents returns the site's events in stream order once there are n,
+// failing the test after a timeout.
+func (h *harness) siteEvents(siteID string, n int) []events.SiteEvent {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := h.allSiteEvents(siteID)
+		if len(got) >= n || time.Now().After(deadline) {
+			if len(got) < n {
+				h.t.Fatalf("site %s has %d events after 20s, want %d: %s", siteID, len(got), n, kinds(got))
+			}
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (h *harness) allSiteEvents(siteID string) []events.SiteEvent {
+	h.t.Helper()
+	ctx := context.Background()
+	oc, err := h.srv.JS.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SiteEventsFilter(siteID)},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []events.SiteEvent
+	for {
+		batch, err := oc.FetchNoWait(100)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev events.SiteEvent
+			if _, err := events.Decode(m.Headers(), m.Data(), &ev); err != nil {
+				h.t.Fatal(err)
+			}
+			out = append(out, ev)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+func kinds(evs []events.SiteEvent) string {
+	var parts []string
+	for _, e := range evs {
+		p := string(e.Kind)
+		if e.Reason != "" {
+			p += ":" + string(e.Reason)
+		}
+		parts = append(parts, p)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+func (h *harness) kvHas(bucket, key string) bool {
+	h.t.Helper()
+	kv, err := h.srv.JS.KeyValue(context.Background(), bucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, err = kv.Get(context.Background(), key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return true
+}
+
+func (h *harness) streamLastSeq(name string) uint64 {
+	h.t.Helper()
+	st, err := h.srv.JS.Stream(context.Background(), name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// waitConsumed waits until the bucket's durable consumer has acknowledged
+// everything.
+func (h *harness) waitConsumed(siteID string) {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := h.srv.JS.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(events.Bucket(siteID)))
+		if err == nil {
+			info, err := c.Info(context.Background())
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("observations of %s not consumed within 20s", siteID)
+}
+
+var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+
+func TestOutageSingleRegion(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("shop", nil)
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true))
+
+	first := h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
+	evs := h.siteEvents(site.ID, 1)
+	if evs[0].Kind != events.KindSeemsDown || !evs[0].StartedAt.Equal(first.StartedAt) {
+		t.Fatalf("first event %+v", evs[0])
+	}
+	if !h.kvHas(events.KVCadence, events.SiteKey(site.ID)) || !h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
+		t.Error("an open incident has no cadence override or no durable state")
+	}
+	inc := evs[0].IncidentID
+	h.observe(site, "local", events.PurposeRetry, events.ClassHTTPStatus, at(30), inc)
+	h.observe(site, "local", events.PurposeRetry, events.ClassHTTPStatus, at(60), inc)
+	evs = h.siteEvents(site.ID, 2)
+	if evs[1].Kind != events.KindDown || !evs[1].SingleRegion || evs[1].IncidentID != inc {
+		t.Fatalf("second event %+v", evs[1])
+	}
+	h.observe(site, "local", events.PurposeRetry, events.ClassOK, at(90), inc)
+	h.observe(site, "local", events.PurposeRetry, events.ClassOK, at(120), inc)
+	evs = h.siteEvents(site.ID, 3)
+	if got := kinds(evs); got != "[seems_down down recovered:recovered]" {
+		t.Fatalf("events %s", got)
+	}
+	h.waitConsumed(site.ID)
+	if h.kvHas(events.KVCadence, events.SiteKey(site.ID)) || h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
+		t.Error("a recovered site still has a cadence override or durable state")
+	}
+}
+
+// Healthy observations produce no event and no write at all.
+func TestHealthyObservationsWriteNothing(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("calm", nil)
+	h.run(statemachine.WithRegions("local"))
+	before := map[string]uint64{}
+	for _, name := range []string{events.StreamEvents, "KV_" + events.KVCadence, "KV_" + events.KVStateMachine, events.StreamChecks} {
+		before[name] = h.streamLastSeq(name)
+	}
+	for i := range 50 {
+		h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(60*i), "")
+	}
+	h.waitConsumed(site.ID)
+	for name, seq := range before {
+		if got := h.streamLastSeq(name); got != seq {
+			t.Errorf("%s went from seq %d to %d on healthy observations", name, seq, got)
+		}
+	}
+}
+
+func TestVerificationFromOtherRegions(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("multi", nil)
+	h.run(statemachine.WithRegions("local", "eu", "us"))
+	h.observe(site, "local", events.PurposeScheduled, events.ClassConnectRefused, at(0), "")
+	inc := h.siteEvents(site.ID, 1)[0].IncidentID
+	h.observe(site, "local", events.PurposeRetry, events.ClassConnectRefused, at(30), inc)
+	h.observe(site, "local", events.PurposeRetry, events.ClassConnectRefused, at(60), inc)
+	h.waitConsumed(site.ID)
+	// Verification commands wait on CHECKS for each other region.
+	st, _ := h.srv.JS.Stream(context.Background(), events.StreamChecks)
+	for _, region := range []string{"eu", "us"} {
+		raw, err := st.GetLastMsgForSubject(context.Background(), events.CheckSubject(region, site.ID))
+		if err != nil {
+			t.Fatalf("no verification command for %s: %v", region, err)
+		}
+		var cmd events.CheckCommand
+		if _, err := events.Decode(raw.Header, raw.Data, &cmd); err != nil || cmd.Purpose != events.PurposeVerify || cmd.IncidentID != inc {
+			t.Fatalf("command for %s: %+v %v", region, cmd, err)
+		}
+	}
+	if _, err := st.GetLastMsgForSubject(context.Background(), events.CheckSubject("local", site.ID)); err == nil {
+		t.Error("the primary region was asked to verify")
+	}
+	h.observe(site, "eu", events.PurposeVerify, events.ClassConnectRefused, at(62), inc)
+	h.observe(site, "us", events.PurposeVerify, events.ClassTimeout, at(63), inc)
+	evs := h.siteEvents(site.ID, 2)
+	down := evs[1]
+	if down.Kind != events.KindDown || down.SingleRegion || len(down.Votes) != 2 {
+		t.Fatalf("down event %+v", down)
+	}
+	for _, v := range down.Votes {
+		if v.Vote != events.VoteDown {
+			t.Errorf("vote %+v", v)
+		}
+	}
+}
+
+// Pausing a site closes its open incident with reason paused.
+func TestPauseClosesIncident(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("pausable", nil)
+	h.run(statemachine.WithRegions("local"))
+	h.observe(site, "local", events.PurposeScheduled, events.ClassTimeout, at(0), "")
+	h.siteEvents(site.ID, 1)
+	h.waitConsumed(site.ID)
+	if _, _, err := h.reg.Pause(context.Background(), site.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs := h.siteEvents(site.ID, 2)
+	if got := kinds(evs); got != "[seems_down recovered:paused]" {
+		t.Errorf("events %s", got)
+	}
+}
+
+// A poison message is quarantined and does not block its bucket.
+func TestPoisonObservationDoesNotBlock(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("robust", nil)
+	h.run(statemachine.WithRegions("local"))
+	subj := events.ObservationSubject(site.ID)
+	if _, err := h.srv.JS.Publish(context.Background(), subj, []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
+	if evs := h.siteEvents(site.ID, 1); evs[0].Kind != events.KindSeemsDown {
+		t.Errorf("events after poison: %s", kinds(evs))
+	}
+}
+
+func TestRunNeedsRegions(t *testing.T) {
+	s := natstest.Start(t, true)
+	if _, err := statemachine.New(s.JS); err == nil {
+		t.Error("a state machine without regions was created")
+	}
+	if _, err := statemachine.New(s.JS, statemachine.WithRegions("Bad.Region")); err == nil || !strings.Contains(err.Error(), "region") {
+		t.Errorf("bad region: %v", err)
+	}
+}
+
+// The primary region's resolver fails for every site: no incident opens (the
+// class is the monitor's), and the region is marked impaired with an event;
+// when its checks succeed again, another event says it recovered.
+func TestRegionResolverFailureImpairsRegion(t *testing.T) {
+	h := newHarness(t)
+	var siteList []events.Site
+	for i := range 8 {
+		siteList = append(siteList, h.site(fmt.Sprintf("dns-%d", i), nil))
+	}
+	th := statemachine.RegionThresholds{Window: 2 * time.Second, MinSites: 6, FailureRatio: 0.5, RecoverRatio: 0.25, Grace: 500 * time.Millisecond}
+	h.run(statemachine.WithRegions("local", "eu", "us"), statemachine.WithRegionThresholds(th))
+	time.Sleep(100 * time.Millisecond) // let the watch start before the window it judges
+	// Start at the next window boundary so the whole storm is in windows the
+	// watch saw from their beginning.
+	next := time.Now().Truncate(th.Window).Add(th.Window)
+	time.Sleep(time.Until(next))
+	for round := range 3 {
+		for _, s := range siteList {
+			h.observe(s, "local", events.PurposeScheduled, events.ClassMonitorResolver, time.Now(), "")
+		}
+		time.Sleep(time.Duration(round) * 100 * time.Millisecond)
+	}
+	region := h.regionEvents(1)
+	if region[0].Kind != events.KindRegionImpaired || region[0].Region != "local" || region[0].Sites != len(siteList) {
+		t.Fatalf("region event %+v", region[0])
+	}
+	// Healthy again, two windows later.
+	time.Sleep(time.Until(time.Now().Truncate(th.Window).Add(th.Window)))
+	for _, s := range siteList {
+		h.observe(s, "local", events.PurposeScheduled, events.ClassOK, time.Now(), "")
+	}
+	region = h.regionEvents(2)
+	if region[1].Kind != events.KindRegionRecovered {
+		t.Fatalf("second region event %+v", region[1])
+	}
+	for _, s := range siteList {
+		if evs := h.allSiteEvents(s.ID); len(evs) != 0 {
+			t.Errorf("site %s has events %s: a resolver failure is not downtime", s.ID, kinds(evs))
+		}
+	}
+}
+
+func (h *harness) regionEvents(n int) []events.RegionEvent {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		oc, err := h.srv.JS.OrderedConsumer(context.Background(), events.StreamEvents, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.RegionEventsAll},
+		})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		batch, err := oc.FetchNoWait(100)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		var out []events.RegionEvent
+		for m := range batch.Messages() {
+			var ev events.RegionEvent
+			if _, err := events.Decode(m.Headers(), m.Data(), &ev); err != nil {
+				h.t.Fatal(err)
+			}
+			out = append(out, ev)
+		}
+		if len(out) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%d region events after 20s, want %d: %+v", len(out), n, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
