@@ -118,46 +118,46 @@ func ConsumerName(region string) string { return "checkers-" + region }
 // Option configures a Checker.
 type Option func(*Checker)
 
-// Region sets the region whose commands the Checker runs. Required.
-func Region(r string) Option { return func(c *Checker) { c.region = r } }
+// WithRegion sets the region whose commands the Checker runs. Required.
+func WithRegion(r string) Option { return func(c *Checker) { c.region = r } }
 
-// InstanceID names this checker process in observations (CheckerID) and logs.
+// WithInstanceID names this checker process in observations (CheckerID) and logs.
 // The default is the host name followed by a random suffix, so two processes
 // on one host differ.
-func InstanceID(id string) Option { return func(c *Checker) { c.instance = id } }
+func WithInstanceID(id string) Option { return func(c *Checker) { c.instance = id } }
 
-// MinWorkers sets the fewest concurrent checks (default DefaultMinWorkers).
+// WithMinWorkers sets the fewest concurrent checks (default DefaultMinWorkers).
 // It is also how many commands the Checker asks the server for ahead of need:
 // the pool never has fewer workers than that, so a command waiting on the
 // client is started within about one check duration, well inside AckWait.
-func MinWorkers(n int) Option { return func(c *Checker) { c.minWorkers = n } }
+func WithMinWorkers(n int) Option { return func(c *Checker) { c.minWorkers = n } }
 
-// MaxWorkers sets the most concurrent checks (default DefaultMaxWorkers): the
+// WithMaxWorkers sets the most concurrent checks (default DefaultMaxWorkers): the
 // ceiling the host can bear in sockets, file descriptors and memory.
-func MaxWorkers(n int) Option { return func(c *Checker) { c.maxWorkers = n } }
+func WithMaxWorkers(n int) Option { return func(c *Checker) { c.maxWorkers = n } }
 
-// MaxAckPending sets the consumer's MaxAckPending: the most commands
+// WithMaxAckPending sets the consumer's MaxAckPending: the most commands
 // delivered and not yet acknowledged across every checker of the region.
 // When it is reached the server stops delivering, which bounds the work held
 // by all the instances together. The default is twice MaxWorkers, room for one
 // instance at its ceiling with as much again in transit. The consumer is
 // shared, so the last checker to start sets it: configure every instance
 // alike, and with several instances raise it toward twice the sum of their
-// MaxWorkers if they are all expected to run at the ceiling.
-func MaxAckPending(n int) Option { return func(c *Checker) { c.maxAckPending = n } }
+// WithMaxWorkers if they are all expected to run at the ceiling.
+func WithMaxAckPending(n int) Option { return func(c *Checker) { c.maxAckPending = n } }
 
-// Logger sets the logger (default: discard).
-func Logger(l *slog.Logger) Option { return func(c *Checker) { c.logger = l } }
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *Checker) { c.logger = l } }
 
-// Registerer sets where the metrics are registered (default: a private
+// WithRegisterer sets where the metrics are registered (default: a private
 // registry, i.e. not exported). Several Checkers may share a Registerer: every
 // metric carries a region label, and Checkers of the same region add up.
-func Registerer(r prometheus.Registerer) Option { return func(c *Checker) { c.reg = r } }
+func WithRegisterer(r prometheus.Registerer) Option { return func(c *Checker) { c.reg = r } }
 
-// Now sets the clock used to decide whether a command expired, to measure
+// WithNow sets the clock used to decide whether a command expired, to measure
 // lateness and to date command_expired observations (default time.Now). The
 // start time of a check that runs is the Prober's.
-func Now(now func() time.Time) Option { return func(c *Checker) { c.now = now } }
+func WithNow(now func() time.Time) Option { return func(c *Checker) { c.now = now } }
 
 // A Checker runs the check commands of one region. Create it with New and
 // call Run once.
@@ -252,10 +252,10 @@ func New(js jetstream.JetStream, prober Prober, opts ...Option) (*Checker, error
 	return c, nil
 }
 
-// Region returns the region the Checker serves.
+// WithRegion returns the region the Checker serves.
 func (c *Checker) Region() string { return c.region }
 
-// InstanceID returns the name this Checker puts in observations.
+// WithInstanceID returns the name this Checker puts in observations.
 func (c *Checker) InstanceID() string { return c.instance }
 
 func defaultInstanceID() string {

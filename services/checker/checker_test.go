@@ -39,7 +39,7 @@ func engine(t *testing.T) *httpcheck.Checker {
 func newTestChecker(t *testing.T, js jetstream.JetStream, p Prober, opts ...Option) (*Checker, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	all := append([]Option{Region(testRegion), Registerer(reg), MinWorkers(4), MaxWorkers(32)}, opts...)
+	all := append([]Option{WithRegion(testRegion), WithRegisterer(reg), WithMinWorkers(4), WithMaxWorkers(32)}, opts...)
 	c, err := New(js, p, all...)
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func newServer(t *testing.T, status int, delay time.Duration) *countingServer {
 func TestHealthyCheckPublishesObservationThenAcks(t *testing.T) {
 	ns := natstest.Start(t, true)
 	site := newServer(t, http.StatusOK, 0)
-	c, reg := newTestChecker(t, ns.JS, engine(t), InstanceID("chk-1"))
+	c, reg := newTestChecker(t, ns.JS, engine(t), WithInstanceID("chk-1"))
 	start(t, c)
 
 	due := time.Now().Truncate(time.Millisecond)
@@ -375,7 +375,7 @@ func TestPoisonIsTerminatedAndDoesNotBlock(t *testing.T) {
 	site := newServer(t, http.StatusOK, 0)
 	// One worker and a prefetch of one: a stuck poison message would block
 	// everything behind it.
-	c, reg := newTestChecker(t, ns.JS, engine(t), MinWorkers(1), MaxWorkers(1))
+	c, reg := newTestChecker(t, ns.JS, engine(t), WithMinWorkers(1), WithMaxWorkers(1))
 	ctx := context.Background()
 
 	// Garbage: not a CloudEvent at all.
@@ -454,8 +454,8 @@ func TestTwoInstancesShareTheDurable(t *testing.T) {
 	ns := natstest.Start(t, true)
 	site := newServer(t, http.StatusOK, 2*time.Millisecond)
 	_, js2 := ns.Connect(t, "second")
-	a, _ := newTestChecker(t, ns.JS, engine(t), InstanceID("a"))
-	b, _ := newTestChecker(t, js2, engine(t), InstanceID("b"))
+	a, _ := newTestChecker(t, ns.JS, engine(t), WithInstanceID("a"))
+	b, _ := newTestChecker(t, js2, engine(t), WithInstanceID("b"))
 	start(t, a)
 	start(t, b)
 	// Both must be pulling before the work arrives, or the first could take
@@ -507,7 +507,7 @@ func TestTwoInstancesShareTheDurable(t *testing.T) {
 func TestGracefulShutdownFinishesInFlightChecks(t *testing.T) {
 	ns := natstest.Start(t, true)
 	site := newServer(t, http.StatusOK, 500*time.Millisecond)
-	c, _ := newTestChecker(t, ns.JS, engine(t), MinWorkers(8))
+	c, _ := newTestChecker(t, ns.JS, engine(t), WithMinWorkers(8))
 	r := start(t, c)
 
 	const n = 5
@@ -580,7 +580,7 @@ func TestShutdownHandsBackUnstartedCommands(t *testing.T) {
 	ns := natstest.Start(t, true)
 	site := newServer(t, http.StatusOK, 300*time.Millisecond)
 	// One worker, so commands queue on the client behind the one in flight.
-	first, _ := newTestChecker(t, ns.JS, engine(t), MinWorkers(1), MaxWorkers(1), InstanceID("first"))
+	first, _ := newTestChecker(t, ns.JS, engine(t), WithMinWorkers(1), WithMaxWorkers(1), WithInstanceID("first"))
 	r := start(t, first)
 	const n = 4
 	for i := range n {
@@ -598,7 +598,7 @@ func TestShutdownHandsBackUnstartedCommands(t *testing.T) {
 	// What the first checker held but never started was handed back, so a
 	// second checker gets it at once, not after the two-minute AckWait.
 	began := time.Now()
-	second, _ := newTestChecker(t, ns.JS, engine(t), InstanceID("second"))
+	second, _ := newTestChecker(t, ns.JS, engine(t), WithInstanceID("second"))
 	start(t, second)
 	obs := waitObservations(t, ns.JS, n)
 	if took := time.Since(began); took > 10*time.Second {
@@ -666,7 +666,7 @@ func TestConcurrencyNeverExceedsMaxWorkers(t *testing.T) {
 	p := &fakeProber{answer: func(events.CheckSpec) (events.Class, time.Duration) {
 		return events.ClassOK, 20 * time.Millisecond
 	}}
-	runMany(t, p, 150, MinWorkers(2), MaxWorkers(5))
+	runMany(t, p, 150, WithMinWorkers(2), WithMaxWorkers(5))
 	if m := p.max(); m > 5 {
 		t.Errorf("%d checks ran at once with MaxWorkers 5", m)
 	}
@@ -676,7 +676,7 @@ func TestPoolGrowsWhileChecksSucceed(t *testing.T) {
 	p := &fakeProber{answer: func(events.CheckSpec) (events.Class, time.Duration) {
 		return events.ClassOK, 20 * time.Millisecond
 	}}
-	runMany(t, p, 300, MinWorkers(2), MaxWorkers(64))
+	runMany(t, p, 300, WithMinWorkers(2), WithMaxWorkers(64))
 	if m := p.max(); m <= 2 {
 		t.Errorf("saturated with successful checks, the pool never grew past MinWorkers (max concurrency %d)", m)
 	} else {
@@ -695,7 +695,7 @@ func TestPoolDoesNotGrowOnTimeouts(t *testing.T) {
 		}
 		return events.ClassTimeout, 100 * time.Millisecond
 	}}
-	runMany(t, p, 60, MinWorkers(2), MaxWorkers(64))
+	runMany(t, p, 60, WithMinWorkers(2), WithMaxWorkers(64))
 	if m := p.max(); m > 4 {
 		t.Errorf("mostly timeouts grew the pool to %d concurrent checks", m)
 	}
@@ -706,19 +706,19 @@ func TestNewValidatesOptions(t *testing.T) {
 	p := &fakeProber{}
 	for name, opts := range map[string][]Option{
 		"no region":      {},
-		"bad region":     {Region("Not A Region")},
-		"min above max":  {Region("eu"), MinWorkers(10), MaxWorkers(5)},
-		"zero min":       {Region("eu"), MinWorkers(0)},
-		"negative pend.": {Region("eu"), MaxAckPending(-1)},
+		"bad region":     {WithRegion("Not A Region")},
+		"min above max":  {WithRegion("eu"), WithMinWorkers(10), WithMaxWorkers(5)},
+		"zero min":       {WithRegion("eu"), WithMinWorkers(0)},
+		"negative pend.": {WithRegion("eu"), WithMaxAckPending(-1)},
 	} {
 		if _, err := New(ns.JS, p, opts...); err == nil {
 			t.Errorf("%s: New accepted %d options", name, len(opts))
 		}
 	}
-	if _, err := New(nil, p, Region("eu")); err == nil {
+	if _, err := New(nil, p, WithRegion("eu")); err == nil {
 		t.Error("New accepted a nil JetStream")
 	}
-	c, err := New(ns.JS, p, Region("eu"), MaxWorkers(50))
+	c, err := New(ns.JS, p, WithRegion("eu"), WithMaxWorkers(50))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -747,7 +747,7 @@ func TestCheckersOfSeveralRegionsShareARegistry(t *testing.T) {
 	ns := natstest.Start(t, false)
 	reg := prometheus.NewRegistry()
 	for _, r := range []string{"eu", "us", "eu"} {
-		if _, err := New(ns.JS, &fakeProber{}, Region(r), Registerer(reg)); err != nil {
+		if _, err := New(ns.JS, &fakeProber{}, WithRegion(r), WithRegisterer(reg)); err != nil {
 			t.Fatalf("region %s: %v", r, err)
 		}
 	}
