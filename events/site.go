@@ -41,6 +41,47 @@ type Site struct {
 	Labels      map[string]string   `json:"labels,omitempty" yaml:"labels,omitempty"`
 }
 
+// Defaults of a site's configuration: what a zero field of Site means. The
+// registry fills them in before it stores a configuration; the services apply
+// them again, so a zero can never mean "confirm after 0 failures".
+const (
+	DefaultInterval      = 5 * time.Minute
+	DefaultCheckTimeout  = 10 * time.Second
+	DefaultMethod        = "GET"
+	DefaultRetryInterval = 30 * time.Second
+	DefaultConfirmAfter  = 3
+	DefaultRecoverAfter  = 2
+	DefaultQuorum        = 2
+)
+
+// CheckSpec returns what a checker needs to check the site once. Zero fields
+// take their defaults (GET, DefaultCheckTimeout, follow redirects, verify
+// TLS); a stored configuration is already complete. Slices and maps are
+// shared with s.
+func (s Site) CheckSpec() CheckSpec {
+	spec := CheckSpec{
+		URL:               s.URL,
+		Method:            s.Method,
+		Timeout:           s.Timeout,
+		Headers:           s.Headers,
+		ExpectStatus:      s.ExpectStatus,
+		Keywords:          s.Keywords,
+		ForbiddenKeywords: s.ForbiddenKeywords,
+		Redirects:         s.Redirects,
+		TLSVerify:         s.TLSVerify == nil || *s.TLSVerify,
+	}
+	if spec.Method == "" {
+		spec.Method = DefaultMethod
+	}
+	if spec.Timeout <= 0 {
+		spec.Timeout = Duration(DefaultCheckTimeout)
+	}
+	if spec.Redirects == "" {
+		spec.Redirects = RedirectFollow
+	}
+	return spec
+}
+
 // RedirectPolicy says what a check does with HTTP redirects.
 type RedirectPolicy string
 

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"github.com/vigil-dev/vigil/events"
 	"hash/fnv"
 	"time"
 )
@@ -16,7 +17,7 @@ const (
 	// DefaultInterval is used for a stored site without an interval. The
 	// registry fills defaults in before storing, so this is a safety net; it
 	// matches the registry's default.
-	DefaultInterval = 5 * time.Minute
+	DefaultInterval = events.DefaultInterval
 
 	minDeadlineWindow = 5 * time.Second
 	maxDeadlineWindow = 60 * time.Second

@@ -129,7 +129,7 @@ func (s *state) applySite(u siteUpdate, nowMs int64) {
 		return
 	}
 	iv := intervalMs(u.site.Interval.Std())
-	t.spec = checkSpec(u.site)
+	t.spec = u.site.CheckSpec()
 	if !t.active {
 		t.active = true
 		s.active++
@@ -286,30 +286,4 @@ func (s *state) maybeCompact() {
 	clear(s.heap)
 	live.heapify()
 	s.heap = live
-}
-
-// checkSpec builds what a checker needs from a site, with the defaults of an
-// incomplete configuration filled in.
-func checkSpec(site events.Site) events.CheckSpec {
-	spec := events.CheckSpec{
-		URL:               site.URL,
-		Method:            site.Method,
-		Timeout:           site.Timeout,
-		Headers:           site.Headers,
-		ExpectStatus:      site.ExpectStatus,
-		Keywords:          site.Keywords,
-		ForbiddenKeywords: site.ForbiddenKeywords,
-		Redirects:         site.Redirects,
-		TLSVerify:         site.TLSVerify == nil || *site.TLSVerify,
-	}
-	if spec.Method == "" {
-		spec.Method = "GET"
-	}
-	if spec.Redirects == "" {
-		spec.Redirects = events.RedirectFollow
-	}
-	if spec.Timeout == 0 {
-		spec.Timeout = events.Duration(10 * time.Second)
-	}
-	return spec
 }

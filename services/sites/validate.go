@@ -18,14 +18,14 @@ import (
 // Defaults and limits of a site's configuration. Normalize fills the defaults
 // in and refuses values outside the limits.
 const (
-	DefaultInterval = 5 * time.Minute
+	DefaultInterval = events.DefaultInterval
 	MinInterval     = 10 * time.Second
 	MaxInterval     = 24 * time.Hour
 
 	// DefaultTimeout is the timeout of a site that sets none, unless its
 	// interval is 20s or less: then it is half the interval, so the timeout
 	// stays below the interval.
-	DefaultTimeout = 10 * time.Second
+	DefaultTimeout = events.DefaultCheckTimeout
 	MinTimeout     = time.Second
 	// MaxTimeout bounds how long one check may hold a checker's worker. A site
 	// slower than a minute is down for any practical purpose.
@@ -33,14 +33,14 @@ const (
 
 	// DefaultRetryInterval is the cadence while an incident is open, unless
 	// the site's interval is shorter: then it is the interval.
-	DefaultRetryInterval = 30 * time.Second
+	DefaultRetryInterval = events.DefaultRetryInterval
 	MinRetryInterval     = 5 * time.Second
 
-	DefaultConfirmAfter = 3
+	DefaultConfirmAfter = events.DefaultConfirmAfter
 	MaxConfirmAfter     = 20
-	DefaultRecoverAfter = 2
+	DefaultRecoverAfter = events.DefaultRecoverAfter
 	MaxRecoverAfter     = 20
-	DefaultQuorum       = 2
+	DefaultQuorum       = events.DefaultQuorum
 	MaxQuorum           = 10
 
 	MaxURLLen         = 2048
@@ -58,7 +58,7 @@ const (
 )
 
 // DefaultMethod is the HTTP method of a site that sets none.
-const DefaultMethod = "GET"
+const DefaultMethod = events.DefaultMethod
 
 // FieldError is one invalid field of one site. Its message names the site,
 // its position in a file when it came from one, the field and the reason, such

@@ -13,12 +13,11 @@ import (
 // the Site's in before storing a configuration; the machine applies them again
 // so a zero value can never mean "confirm after 0 failures".
 const (
-	DefaultConfirmAfter  = 3
-	DefaultRecoverAfter  = 2
-	DefaultQuorum        = 2
-	DefaultRetryInterval = 30 * time.Second
+	DefaultConfirmAfter  = events.DefaultConfirmAfter
+	DefaultRecoverAfter  = events.DefaultRecoverAfter
+	DefaultQuorum        = events.DefaultQuorum
+	DefaultRetryInterval = events.DefaultRetryInterval
 	DefaultVerifyTimeout = 90 * time.Second
-	DefaultCheckTimeout  = 10 * time.Second
 
 	// MinQuorum is the fewest down votes that confirm an incident. A single
 	// region must never be able to confirm downtime alone; only a single-region
@@ -400,7 +399,7 @@ func (st *SiteState) escalate(site events.Site, obsID string, configSeq uint64, 
 		return
 	}
 	v.Deadline = at.Add(env.verifyTimeout())
-	spec := checkSpec(site)
+	spec := site.CheckSpec()
 	for _, r := range v.Regions {
 		out.Verify = append(out.Verify, events.CheckCommand{
 			ID:         events.CommandID(site.ID, r, events.PurposeVerify, at),
@@ -611,34 +610,6 @@ func verifierRegions(site events.Site, env Env) []string {
 	}
 	slices.Sort(rs)
 	return rs
-}
-
-// checkSpec builds the check a verifier runs from the site's configuration,
-// with the defaults applied.
-func checkSpec(site events.Site) events.CheckSpec {
-	method := site.Method
-	if method == "" {
-		method = "GET"
-	}
-	timeout := site.Timeout
-	if timeout <= 0 {
-		timeout = events.Duration(DefaultCheckTimeout)
-	}
-	redirects := site.Redirects
-	if redirects == "" {
-		redirects = events.RedirectFollow
-	}
-	return events.CheckSpec{
-		URL:               site.URL,
-		Method:            method,
-		Timeout:           timeout,
-		Headers:           site.Headers,
-		ExpectStatus:      site.ExpectStatus,
-		Keywords:          site.Keywords,
-		ForbiddenKeywords: site.ForbiddenKeywords,
-		Redirects:         redirects,
-		TLSVerify:         site.TLSVerify == nil || *site.TLSVerify,
-	}
 }
 
 // cloneSpec copies the spec's maps and slices, so commands never alias the
