@@ -105,6 +105,9 @@ func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error
 			continue
 		}
 		d := net.Dialer{Control: p.c.control, KeepAlive: -1}
+		if src := p.c.opts.SourceAddr; src.IsValid() && src.Is4() == a.Is4() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
 		if left := len(addrs) - i; left > 1 {
 			// Share the remaining time among the remaining addresses.
 			if dl, ok := ctx.Deadline(); ok {

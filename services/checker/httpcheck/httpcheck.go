@@ -62,6 +62,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -128,6 +129,11 @@ type Options struct {
 	// RootCAs are the roots certificates are verified against. Nil means
 	// the system roots.
 	RootCAs *x509.CertPool
+
+	// SourceAddr, when valid, is the local address checks connect from, for
+	// a host with several addresses (one per vantage point). It applies to
+	// targets of the same address family only; others use the default.
+	SourceAddr netip.Addr
 }
 
 // A Checker runs checks. It holds the DNS cache, so there should be one per

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"runtime"
@@ -899,5 +900,25 @@ func TestConcurrentChecks(t *testing.T) {
 	// Concurrent lookups of a host coalesce and then hit the cache.
 	if n := res.count("site.test"); n != 1 {
 		t.Errorf("site.test resolved %d times", n)
+	}
+}
+
+// A checker with a SourceAddr connects from it: a region's vantage point.
+func TestSourceAddr(t *testing.T) {
+	var remote atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		remote.Store(r.RemoteAddr)
+	}))
+	defer srv.Close()
+	c, err := New(Options{TargetPolicy: AllowPrivate, SourceAddr: netip.MustParseAddr("127.0.0.7")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := c.Check(context.Background(), events.CheckSpec{URL: srv.URL, Method: "GET", Timeout: events.Duration(5 * time.Second), Redirects: events.RedirectFollow})
+	if res.Class != events.ClassOK {
+		t.Fatalf("class %s: %s", res.Class, res.Error)
+	}
+	if got, _ := remote.Load().(string); !strings.HasPrefix(got, "127.0.0.7:") {
+		t.Errorf("server saw the check from %q, want 127.0.0.7", got)
 	}
 }
