@@ -1,6 +1,7 @@
 package sites
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -109,5 +110,24 @@ func TestParseFileEmptyList(t *testing.T) {
 	got, err := ParseFile(strings.NewReader("sites: []\n"))
 	if err != nil || got == nil || len(got) != 0 {
 		t.Errorf("ParseFile = %v, %v; want an empty list", got, err)
+	}
+}
+
+// The example file in the docs parses and validates.
+func TestDocsExampleFile(t *testing.T) {
+	f, err := os.Open("../../docs/sites.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	list, err := ParseFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("%d sites", len(list))
+	}
+	if _, err := NormalizeAll(list); err != nil {
+		t.Fatalf("the documented example is invalid: %v", err)
 	}
 }
