@@ -475,11 +475,11 @@ func TestTwoInstancesShareTheDurable(t *testing.T) {
 	for i := range n {
 		last = publish(t, ns.JS, command(fmt.Sprintf("site-%03d", i), site.URL, due))
 	}
-	obs := waitObservations(t, ns.JS, n)
+	waitObservations(t, ns.JS, n)
 	waitAcked(t, ns.JS, last)
 	// Anything extra would have arrived by now.
 	time.Sleep(100 * time.Millisecond)
-	obs = observations(t, ns.JS)
+	obs := observations(t, ns.JS)
 
 	perCommand := map[string]int{}
 	perChecker := map[string]int{}

@@ -474,7 +474,7 @@ func TestCadenceOverride(t *testing.T) {
 	if err := scheduler.SetCadence(ctx, kv, events.Cadence{SiteID: id, Interval: events.Duration(2 * time.Second), IncidentID: "INC2", Until: until}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, until.Sub(time.Now())+iv+3*time.Second, "a scheduled command after Until", func() bool {
+	waitFor(t, time.Until(until)+iv+3*time.Second, "a scheduled command after Until", func() bool {
 		for _, rc := range commandsAfter(checks, id, until) {
 			if rc.cmd.Purpose == events.PurposeScheduled {
 				return true

@@ -124,8 +124,6 @@ func closeAt(sec int, r events.Reason) step { return step{kind: stepClose, sec: 
 // replayStep replays the observation of step i (same ID, same time).
 func replayStep(i int) step { return step{kind: stepObserve, replay: true, replayOf: i} }
 
-func (s step) from(region string) step          { s.region = region; return s }
-func (s step) as(p events.Purpose) step         { s.purpose = p; return s }
 func (s step) forIncident(id string) step       { s.incident = id; return s }
 func (s step) withCert(notAfter time.Time) step { s.tlsAfter, s.hasTLS = notAfter, true; return s }
 func (s step) want(kinds ...string) step        { s.events = kinds; return s }
