@@ -2,7 +2,7 @@
 # Needs only Go (1.26 or newer); everything else is fetched by the go command.
 
 GO          ?= go
-MODULES     := events schemas services
+MODULES     := events schemas services projections
 BIN         := bin/vigil
 GOBIN       := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
