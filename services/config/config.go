@@ -45,7 +45,9 @@ type Config struct {
 	// StateMachine configures the incident state machine.
 	StateMachine StateMachine
 	Lease        Lease
-	Streams      Streams
+	// Store is the SQL store of the read models.
+	Store   Store
+	Streams Streams
 
 	fields []*field
 }
@@ -91,6 +93,16 @@ type StateMachine struct {
 	ImpairedWindow   time.Duration
 	ImpairedMinSites int
 	ImpairedRatio    float64
+}
+
+// Store says where the read models live.
+type Store struct {
+	// DSN is mysql://user:pw@tcp(host:3306)/db or sqlite:PATH. vigil dev
+	// defaults to sqlite:<data_dir>/vigil.db when it is empty.
+	DSN string
+	// FreshnessInterval is how often last-check columns are written: at
+	// most one write per site per interval.
+	FreshnessInterval time.Duration
 }
 
 // Lease configures the leases by which instances split buckets.
@@ -183,6 +195,10 @@ func (c *Config) table() []*field {
 			value: &intValue{p: &c.StateMachine.ImpairedMinSites, min: 1, max: 1000000}},
 		{key: "statemachine.impaired_ratio", flag: "impaired-ratio", def: "0.5", usage: "share of a region's checks that must fail (connect, timeout, DNS) for it to count as impaired",
 			value: &floatValue{p: &c.StateMachine.ImpairedRatio, min: 0.05, max: 1}},
+		{key: "store.dsn", flag: "store", def: "", usage: "SQL store of the read models: mysql://user:pw@tcp(host:3306)/vigil or sqlite:PATH (vigil dev: sqlite:<data_dir>/vigil.db when empty)",
+			value: &stringValue{p: &c.Store.DSN, check: checkDSN}},
+		{key: "store.freshness_interval", flag: "freshness-interval", def: "60s", usage: "how often last-check columns reach the store: at most one write per site per interval",
+			value: &durationValue{p: &c.Store.FreshnessInterval, min: time.Second, max: time.Hour}},
 		{key: "lease.ttl", flag: "lease-ttl", def: "10s", usage: "lease period by which instances split buckets; a dead instance's buckets move within two",
 			value: &durationValue{p: &c.Lease.TTL, min: time.Second, max: 5 * time.Minute}},
 		{key: "streams.replicas", flag: "stream-replicas", def: "1", usage: "replicas of every stream (3 on a cluster)",

@@ -237,5 +237,15 @@ func checkHostPort(s string) error {
 	return nil
 }
 
+// checkDSN accepts an empty DSN (no store configured) or one of the forms
+// the projections store opens.
+func checkDSN(s string) error {
+	switch {
+	case s == "", strings.HasPrefix(s, "sqlite:") && len(s) > len("sqlite:"), strings.HasPrefix(s, "mysql://"), strings.Contains(s, "@tcp("):
+		return nil
+	}
+	return fmt.Errorf("%q is not a store DSN: use mysql://user:pw@tcp(host:3306)/vigil or sqlite:PATH", s)
+}
+
 // checkRegion accepts region names (events.ValidateRegion).
 func checkRegion(s string) error { return events.ValidateRegion(s) }

@@ -102,6 +102,7 @@ type options struct {
 	onAcquire   func(bucket int)
 	onLose      func(bucket int)
 	skipRelease bool
+	buckets     int
 }
 
 // WithTTL sets the lease period. It must equal the TTL of the KV bucket: Run
@@ -133,6 +134,11 @@ func OnAcquire(fn func(bucket int)) Option { return func(o *options) { o.onAcqui
 // must no longer be used once it returns; it must not block for long, since
 // it delays the delete of a released key (never the local loss itself).
 func OnLose(fn func(bucket int)) Option { return func(o *options) { o.onLose = fn } }
+
+// WithBuckets sets how many leases the instances split: events.Buckets by
+// default; 1 makes the lease a leader election, for a service that must have
+// a single active instance (a projector).
+func WithBuckets(n int) Option { return func(o *options) { o.buckets = n } }
 
 // WithoutRelease makes Run return without deleting its keys, leaving them to
 // expire as a crashed process would. For tests of failover.
@@ -175,10 +181,11 @@ type holding struct {
 // is stored as the lease value; in the heartbeat key characters that cannot
 // appear in a KV key token are replaced by '_'.
 func New(kv jetstream.KeyValue, service, instanceID string, opts ...Option) *Manager {
-	o := options{ttl: DefaultTTL, now: time.Now}
+	o := options{ttl: DefaultTTL, now: time.Now, buckets: events.Buckets}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.buckets = max(o.buckets, 1)
 	if o.margin <= 0 || o.margin >= o.ttl/2 {
 		o.margin = o.ttl / 5
 	}
@@ -192,7 +199,7 @@ func New(kv jetstream.KeyValue, service, instanceID string, opts ...Option) *Man
 		service:   service,
 		id:        instanceID,
 		memberKey: service + ".members." + keyToken(instanceID),
-		offset:    int(h.Sum32() % events.Buckets),
+		offset:    int(h.Sum32() % uint32(o.buckets)),
 		o:         o,
 		renew:     o.ttl / 3,
 		logger:    o.logger.With("lease_service", service, "lease_holder", instanceID),
@@ -332,7 +339,7 @@ func (m *Manager) round(ctx context.Context) {
 		return
 	}
 	members[m.memberKey] = true // count ourselves even before our heartbeat is visible
-	share := (events.Buckets + len(members) - 1) / len(members)
+	share := (m.o.buckets + len(members) - 1) / len(members)
 
 	m.mu.Lock()
 	have := make([]int, 0, len(m.held))
@@ -350,8 +357,8 @@ func (m *Manager) round(ctx context.Context) {
 		}
 		return
 	}
-	for i := 0; i < events.Buckets && len(have) < share; i++ {
-		b := (m.offset + i) % events.Buckets
+	for i := 0; i < m.o.buckets && len(have) < share; i++ {
+		b := (m.offset + i) % m.o.buckets
 		if taken[b] || slices.Contains(have, b) {
 			continue
 		}
@@ -366,7 +373,7 @@ func (m *Manager) round(ctx context.Context) {
 
 // rank is b's position in this instance's preference order.
 func (m *Manager) rank(b int) int {
-	return (b - m.offset + events.Buckets) % events.Buckets
+	return (b - m.offset + m.o.buckets) % m.o.buckets
 }
 
 // list returns the live heartbeat keys and the buckets whose lease key exists.
@@ -385,7 +392,7 @@ func (m *Manager) list(ctx context.Context) (map[string]bool, map[int]bool, erro
 			continue
 		}
 		var b int
-		if _, err := fmt.Sscanf(rest, "%d", &b); err == nil && b >= 0 && b < events.Buckets && events.LeaseKey(m.service, b) == k {
+		if _, err := fmt.Sscanf(rest, "%d", &b); err == nil && b >= 0 && b < m.o.buckets && events.LeaseKey(m.service, b) == k {
 			taken[b] = true
 		}
 	}

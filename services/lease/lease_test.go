@@ -405,3 +405,23 @@ func TestOverwrittenLeaseIsLost(t *testing.T) {
 		t.Fatal("Owned still lists the overwritten bucket")
 	}
 }
+
+// With one bucket the lease is a leader election: one instance holds it, and
+// another takes over when the holder dies without releasing it.
+func TestSingleLeaseIsLeaderElection(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t, true)
+	kv := leasesKV(t, srv.JS)
+	a := start(t, kv, "alpha", lease.WithBuckets(1), lease.WithoutRelease())
+	waitFor(t, 5*time.Second, "alpha leads", func() bool { return len(a.m.Owned()) == 1 })
+	b := start(t, kv, "beta", lease.WithBuckets(1))
+	time.Sleep(2 * ttl)
+	if len(b.m.Owned()) != 0 || len(a.m.Owned()) != 1 {
+		t.Fatalf("alpha owns %v, beta owns %v: two leaders", a.m.Owned(), b.m.Owned())
+	}
+	a.stop() // dies without releasing
+	waitFor(t, lease.MaxHandover(ttl)+2*time.Second, "beta takes over", func() bool { return len(b.m.Owned()) == 1 })
+	if got := b.m.Owned(); got[0] != 0 {
+		t.Errorf("beta owns %v", got)
+	}
+}

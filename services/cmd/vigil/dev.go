@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigil-dev/vigil/projections/store"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/devserver"
 	"github.com/vigil-dev/vigil/services/ops"
@@ -33,10 +34,10 @@ type namedRunner struct {
 	r    runner
 }
 
-// devServices builds every service that exists so far, connected to js: the
-// scheduler, a checker per region (the first region is the primary; the
-// others are vantage points for verification) and the state machine.
-func devServices(cfg *config.Config, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) ([]namedRunner, error) {
+// devServices builds every service, connected to js: the scheduler, a checker
+// per region (the first region is the primary; the others are vantage points
+// for verification), the state machine and the read models in db.
+func devServices(cfg *config.Config, js jetstream.JetStream, db *store.DB, reg prometheus.Registerer, logger *slog.Logger) ([]namedRunner, error) {
 	var out []namedRunner
 	sched, err := newScheduler(cfg, js, reg, logger)
 	if err != nil {
@@ -55,6 +56,11 @@ func devServices(cfg *config.Config, js jetstream.JetStream, reg prometheus.Regi
 		return nil, err
 	}
 	out = append(out, namedRunner{"statemachine", sm})
+	rm, err := newReadModels(cfg, db, js, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, namedRunner{"projector", rm})
 	return out, nil
 }
 
@@ -118,14 +124,25 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 		logger.Info("topology", "name", r.Name, "action", r.Action, "changed", r.Changed, "drift", r.Drift)
 	}
 
+	db, dsn, err := openStore(ctx, cfg, true)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		nc.Close()
+		return fmt.Errorf("migrate store %s: %w", redactDSN(dsn), err)
+	}
+
 	reg := ops.NewRegistry()
-	services, err := devServices(cfg, js, reg, logger)
+	services, err := devServices(cfg, js, db, reg, logger)
 	if err != nil {
 		nc.Close()
 		return err
 	}
 
-	printBanner(c, cfg, srv, httpListener.Addr().String(), services)
+	printBanner(c, cfg, srv, httpListener.Addr().String(), redactDSN(dsn), services)
 
 	var running atomic.Bool
 	web := ops.NewServer(reg, logger)
@@ -189,7 +206,7 @@ func waitClosed(nc *nats.Conn, limit time.Duration) {
 	}
 }
 
-func printBanner(c *cli, cfg *config.Config, srv *devserver.Server, httpAddr string, services []namedRunner) {
+func printBanner(c *cli, cfg *config.Config, srv *devserver.Server, httpAddr, dsn string, services []namedRunner) {
 	host := httpAddr
 	if strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, "0.0.0.0:") {
 		host = "localhost" + host[strings.LastIndex(host, ":"):]
@@ -211,6 +228,7 @@ func printBanner(c *cli, cfg *config.Config, srv *devserver.Server, httpAddr str
 	fmt.Fprintf(w, "            nats --server %s stream ls\n", srv.URL())
 	fmt.Fprintf(w, "  HTTP      http://%s  (/healthz /readyz /metrics /debug/pprof/)\n", host)
 	fmt.Fprintf(w, "  Data      %s\n", cfg.DataDir)
+	fmt.Fprintf(w, "  Store     %s\n", dsn)
 	fmt.Fprintf(w, "  Regions   %s (primary %s)\n", strings.Join(cfg.Regions, ", "), cfg.Regions[0])
 	fmt.Fprintf(w, "  Services  %s\n", strings.Join(names, ", "))
 	fmt.Fprintln(w, "  Ctrl-C stops everything; nothing acknowledged is lost.")

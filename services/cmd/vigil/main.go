@@ -56,6 +56,9 @@ func commands() []command {
 		{"scheduler", "run the scheduler against --nats", runScheduler},
 		{"checker", "run a checker of --region against --nats", runChecker},
 		{"statemachine", "run the incident state machine against --nats; statemachine replay --from-seq N --dry-run", runStateMachine},
+		{"projector", "run the read models (site status, incidents, uptime, outbox) against --nats and --store", runProjector},
+		{"migrate", "apply the store's migrations (--store DSN)", runMigrate},
+		{"projections", "projections status | projections rebuild NAME|all", runProjections},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -147,6 +148,12 @@ func TestDevStartsAndStops(t *testing.T) {
 	if matches, _ := filepath.Glob(filepath.Join(dataDir, "nats", "jetstream", "*")); len(matches) == 0 {
 		t.Errorf("no file store under %s", dataDir)
 	}
+	if !strings.Contains(out.String(), "sqlite:"+filepath.Join(dataDir, "vigil.db")) {
+		t.Errorf("banner does not show the embedded store:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "vigil.db")); err != nil {
+		t.Errorf("no SQLite store: %v", err)
+	}
 	cancel()
 	select {
 	case code := <-done:
@@ -239,5 +246,37 @@ func TestStateMachineReplay(t *testing.T) {
 	st, _ := s.JS.Stream(ctx, events.StreamEvents)
 	if n := st.CachedInfo().State.Msgs; n != 0 {
 		t.Errorf("a dry run wrote %d events", n)
+	}
+}
+
+func TestMigrateAndProjectionsStatus(t *testing.T) {
+	s := natstest.Start(t, true)
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "vigil.db")
+	env := map[string]string{"VIGIL_NATS_URL": s.URL(), "VIGIL_STORE_DSN": dsn}
+	ctx := context.Background()
+	c, out, errb := testCLI(env)
+	if code := run(ctx, []string{"migrate"}, c); code != 0 || !strings.Contains(out.String(), "migrations applied") {
+		t.Fatalf("migrate: exit %d: %s %s", code, out, errb)
+	}
+	c, out, errb = testCLI(env)
+	if code := run(ctx, []string{"projections", "status"}, c); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errb)
+	}
+	for _, name := range []string{"site_status", "incidents", "notification_outbox"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("status lacks %s:\n%s", name, out)
+		}
+	}
+	c, out, errb = testCLI(env)
+	if code := run(ctx, []string{"projections", "rebuild", "all"}, c); code != 0 || !strings.Contains(out.String(), "rebuilt") {
+		t.Errorf("rebuild: exit %d: %s %s", code, out, errb)
+	}
+	c, _, errb = testCLI(map[string]string{"VIGIL_NATS_URL": s.URL()})
+	if code := run(ctx, []string{"migrate"}, c); code != 1 || !strings.Contains(errb.String(), "no store configured") {
+		t.Errorf("migrate without a store: exit %d: %s", code, errb)
+	}
+	c, _, errb = testCLI(map[string]string{"VIGIL_STORE_DSN": "postgres://x"})
+	if code := run(ctx, []string{"migrate"}, c); code != 2 || !strings.Contains(errb.String(), "store.dsn") {
+		t.Errorf("bad DSN: exit %d: %s", code, errb)
 	}
 }
