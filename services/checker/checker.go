@@ -61,11 +61,10 @@ package checker
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -229,7 +228,7 @@ func New(js jetstream.JetStream, prober Prober, opts ...Option) (*Checker, error
 	}
 	c.prefetch = min(c.minWorkers, 512, c.maxAckPending)
 	if c.instance == "" {
-		c.instance = defaultInstanceID()
+		c.instance = ops.InstanceID("checker")
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -257,16 +256,6 @@ func (c *Checker) Region() string { return c.region }
 
 // WithInstanceID returns the name this Checker puts in observations.
 func (c *Checker) InstanceID() string { return c.instance }
-
-func defaultInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "checker"
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
-}
 
 // consumerConfig is the shared durable consumer of the region.
 func (c *Checker) consumerConfig() jetstream.ConsumerConfig {

@@ -4,6 +4,8 @@ package ops
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -140,4 +143,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("http server shutdown: %w", err)
 	}
 	return nil
+}
+
+// InstanceID names a service instance in leases, logs and observations: the
+// host name and a random suffix, so two instances never share a name, even
+// in containers where every process is PID 1 and host names may repeat.
+// fallback stands in for an unknown host name.
+func InstanceID(fallback string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = fallback
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }

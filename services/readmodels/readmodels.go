@@ -13,8 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -84,8 +84,7 @@ func New(js jetstream.JetStream, db *store.DB, o Options) (*Service, error) {
 		o.Logger = slog.Default()
 	}
 	if o.InstanceID == "" {
-		host, _ := os.Hostname()
-		o.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		o.InstanceID = ops.InstanceID("projector")
 	}
 	s := &Service{js: js, db: db, o: o, logger: o.Logger.With("service", "projector")}
 	s.lag = prometheus.NewGauge(prometheus.GaugeOpts{

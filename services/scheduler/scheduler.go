@@ -63,12 +63,10 @@ package scheduler
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -210,7 +208,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 		return nil, errors.New("scheduler: tick, lease TTL, max per tick, max pending and ack timeout must be positive")
 	}
 	if o.instanceID == "" {
-		o.instanceID = defaultInstanceID()
+		o.instanceID = ops.InstanceID("scheduler")
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
@@ -237,16 +235,6 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 		m:      m,
 		st:     newState(o.regions[0]),
 	}, nil
-}
-
-func defaultInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "scheduler"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // InstanceID returns the ID this scheduler holds leases under.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -138,8 +138,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Service, error) {
 		}
 	}
 	if o.instanceID == "" {
-		host, _ := os.Hostname()
-		o.instanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		o.instanceID = ops.InstanceID("statemachine")
 	}
 	m, err := newMetrics(o.registerer)
 	if err != nil {

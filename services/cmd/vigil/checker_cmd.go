@@ -39,7 +39,7 @@ func newChecker(cfg *config.Config, region string, js jetstream.JetStream, reg p
 		checker.WithRegion(region),
 		checker.WithMinWorkers(cfg.Checker.MinWorkers),
 		checker.WithMaxWorkers(cfg.Checker.MaxWorkers),
-		checker.WithLogger(logger),
+		checker.WithLogger(logger.With("service", "checker")),
 		checker.WithRegisterer(reg),
 	)
 }

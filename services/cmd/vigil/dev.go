@@ -45,13 +45,13 @@ func devServices(cfg *config.Config, js jetstream.JetStream, db *store.DB, reg p
 	}
 	out = append(out, namedRunner{"scheduler", sched})
 	for _, region := range cfg.Regions {
-		chk, err := newChecker(cfg, region, js, reg, logger.With("service", "checker", "region", region))
+		chk, err := newChecker(cfg, region, js, reg, logger)
 		if err != nil {
 			return nil, fmt.Errorf("checker %s: %w", region, err)
 		}
 		out = append(out, namedRunner{"checker-" + region, chk})
 	}
-	sm, err := newStateMachine(cfg, js, reg, logger.With("service", "statemachine"))
+	sm, err := newStateMachine(cfg, js, reg, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,8 +25,6 @@ func runService(ctx context.Context, c *cli, name string, args []string, build b
 	if code >= 0 {
 		return code
 	}
-	hostname, _ := os.Hostname()
-	logger = logger.With("instance", hostname)
 	l, err := ops.Listen(cfg.HTTPAddr)
 	if err != nil {
 		fmt.Fprintln(c.stderr, "vigil:", err)
