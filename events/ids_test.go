@@ -158,3 +158,19 @@ func TestDuration(t *testing.T) {
 		t.Error("accepted 5 minutes")
 	}
 }
+
+func TestParseSiteSubject(t *testing.T) {
+	id, b, ok := ParseSiteSubject(SiteSubject("shop-eu"))
+	if !ok || id != "shop-eu" || b != Bucket("shop-eu") {
+		t.Errorf("round trip: %q %d %v", id, b, ok)
+	}
+	wrong := (Bucket("shop-eu") + 1) % Buckets
+	for _, s := range []string{"vigil.sites.shop-eu", fmt.Sprintf("vigil.sites.%d.shop-eu", wrong), "vigil.obs.1.x", "vigil.sites.x.shop", "vigil.sites.1.a.b"} {
+		if _, _, ok := ParseSiteSubject(s); ok {
+			t.Errorf("accepted %q", s)
+		}
+	}
+	if RegionEventsFilter("eu") != "vigil.events.region.eu.*" {
+		t.Error(RegionEventsFilter("eu"))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 )
 
 // Every NATS name Vigil uses lives in this file: streams, subjects, KV buckets.
@@ -91,6 +92,25 @@ func SiteSubject(siteID string) string {
 	return "vigil.sites." + bucketToken(Bucket(siteID)) + "." + siteID
 }
 
+// ParseSiteSubject returns the site of a SITES subject and its bucket; ok is
+// false for a subject that is not vigil.sites.<bucket>.<site> with the site's
+// own bucket (a message a publisher misplaced).
+func ParseSiteSubject(subject string) (siteID string, bucket int, ok bool) {
+	rest, ok := strings.CutPrefix(subject, "vigil.sites.")
+	if !ok {
+		return "", 0, false
+	}
+	bs, id, ok := strings.Cut(rest, ".")
+	if !ok || ValidateSiteID(id) != nil {
+		return "", 0, false
+	}
+	b, err := strconv.Atoi(bs)
+	if err != nil || b < 0 || b >= Buckets || SiteSubject(id) != subject {
+		return "", 0, false
+	}
+	return id, b, true
+}
+
 // SitesBucketFilter selects one bucket's sites: vigil.sites.<bucket>.>.
 func SitesBucketFilter(bucket int) string {
 	return "vigil.sites." + bucketToken(bucket) + ".>"
@@ -148,6 +168,13 @@ func RegionEventSubject(region string, kind EventKind) string {
 
 // RegionEventsAll selects every region event: vigil.events.region.>.
 const RegionEventsAll = "vigil.events.region.>"
+
+// RegionEventsFilter selects one region's events, whatever their kind:
+// vigil.events.region.<region>.*, the optimistic-concurrency subject of its
+// history.
+func RegionEventsFilter(region string) string {
+	return "vigil.events.region." + region + ".*"
+}
 
 // LeaseKey names the lease for one bucket of one service in KVLeases, such as
 // "scheduler.7".

@@ -3,8 +3,6 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -128,7 +126,7 @@ func (s *Scheduler) loadOnce(ctx context.Context, b int, epoch uint64, lookback 
 // lie.
 func (s *Scheduler) applyMsg(msg jetstream.Msg, seq uint64, epoch uint64, lookback time.Duration) {
 	subject := msg.Subject()
-	id, b, ok := parseSiteSubject(subject)
+	id, b, ok := events.ParseSiteSubject(subject)
 	if !ok {
 		s.logger.Warn("site change on an unexpected subject; ignored", "subject", subject, "seq", seq)
 		return
@@ -167,22 +165,4 @@ func (s *Scheduler) applyMsg(msg jetstream.Msg, seq uint64, epoch uint64, lookba
 	if epoch == 0 {
 		s.logger.Debug("site change applied", "site", id, "bucket", b, "seq", seq, "change", sc.Change, "paused", sc.Paused)
 	}
-}
-
-// parseSiteSubject splits vigil.sites.<bucket>.<site>, checking that the
-// bucket is the site's.
-func parseSiteSubject(subject string) (string, int, bool) {
-	rest, ok := strings.CutPrefix(subject, "vigil.sites.")
-	if !ok {
-		return "", 0, false
-	}
-	bs, id, ok := strings.Cut(rest, ".")
-	if !ok || events.ValidateSiteID(id) != nil {
-		return "", 0, false
-	}
-	b, err := strconv.Atoi(bs)
-	if err != nil || b < 0 || b >= events.Buckets || events.SiteSubject(id) != subject {
-		return "", 0, false
-	}
-	return id, b, true
 }

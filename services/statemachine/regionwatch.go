@@ -229,7 +229,7 @@ func (r *regionWatch) publish(ctx context.Context, evs []events.RegionEvent) {
 	defer r.appendMu.Unlock()
 	for i := range evs {
 		ev := &evs[i]
-		filter := "vigil.events.region." + ev.Region + ".*"
+		filter := events.RegionEventsFilter(ev.Region)
 		if _, err := r.app.append(ctx, ev, filter); err != nil {
 			// Another instance judged the window differently (it saw other
 			// observations); its event stands.
