@@ -17,6 +17,7 @@ type metrics struct {
 	poolSize      prometheus.Gauge
 	expired       prometheus.Counter
 	poison        prometheus.Counter
+	pullStalls    prometheus.Counter
 	publishErrors prometheus.Counter
 	duration      *prometheus.HistogramVec // by outcome
 }
@@ -66,6 +67,13 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 	if m.poison, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name:        "vigil_checker_poison_total",
 		Help:        "Commands that could not be decoded or acted on, terminated with a reason.",
+		ConstLabels: l,
+	})); err != nil {
+		return nil, err
+	}
+	if m.pullStalls, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "vigil_checker_pull_stalls_total",
+		Help:        "Times the command pull went quiet (missed heartbeats) and was re-issued.",
 		ConstLabels: l,
 	})); err != nil {
 		return nil, err

@@ -94,6 +94,7 @@ func (s sizing) next(cur int, smp sample) int {
 type estimator struct {
 	mu       sync.Mutex
 	nStarted int
+	nExpired int
 	nOK      int
 	okSum    time.Duration
 	waited   time.Duration
@@ -109,6 +110,17 @@ func newEstimator() *estimator { return &estimator{} }
 func (e *estimator) started() {
 	e.mu.Lock()
 	e.nStarted++
+	e.mu.Unlock()
+}
+
+// expired records a command that expired before a worker took it: demand
+// the pool did not meet. It counts as started (so the rate is the demand, not
+// what the pool managed), and an interval with one is saturated (so the pool
+// never shrinks while commands expire).
+func (e *estimator) expired() {
+	e.mu.Lock()
+	e.nStarted++
+	e.nExpired++
 	e.mu.Unlock()
 }
 
@@ -155,8 +167,8 @@ func (e *estimator) tick(dt time.Duration) sample {
 			e.okLatency += alpha * (mean - e.okLatency)
 		}
 	}
-	saturated := e.waited.Seconds() >= saturatedWait*dt.Seconds()
-	e.nStarted, e.nOK, e.okSum, e.waited = 0, 0, 0, 0
+	saturated := e.waited.Seconds() >= saturatedWait*dt.Seconds() || e.nExpired > 0
+	e.nStarted, e.nExpired, e.nOK, e.okSum, e.waited = 0, 0, 0, 0, 0
 	return sample{
 		rate:      e.rate,
 		okLatency: time.Duration(math.Round(e.okLatency * float64(time.Second))),

@@ -177,3 +177,26 @@ func TestPoolResize(t *testing.T) {
 		t.Errorf("size %d after the job channel closed", p.size())
 	}
 }
+
+// Commands that expire before a worker takes them are demand: they count in
+// the rate, and the pool does not shrink while they happen.
+func TestExpiredCommandsAreDemand(t *testing.T) {
+	e := newEstimator()
+	for range 100 {
+		e.finished(20*time.Millisecond, true)
+	}
+	for range 1000 {
+		e.expired()
+	}
+	smp := e.tick(time.Second)
+	if !smp.saturated || smp.rate < 1000 {
+		t.Fatalf("sample after expiries: %+v", smp)
+	}
+	s := sizing{min: 8, max: 2000, headroom: 1.5}
+	if got := s.next(8, smp); got <= 8 {
+		t.Errorf("pool stayed at %d with 1,000 commands expiring a second", got)
+	}
+	if got := s.next(50, sample{rate: 10, okLatency: 20 * time.Millisecond, saturated: true}); got != 50 {
+		t.Errorf("a saturated pool shrank to %d", got)
+	}
+}
