@@ -2,7 +2,7 @@
 # Needs only Go (1.26 or newer); everything else is fetched by the go command.
 
 GO          ?= go
-MODULES     := events schemas services projections
+MODULES     := events schemas services projections tools
 BIN         := bin/vigil
 GOBIN       := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 # Test time limit per package; the race detector makes tests several times slower.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build run test test-short lint bench clean
+.PHONY: all build run test test-short lint bench bench-long clean
 
 all: build
 
@@ -40,9 +40,19 @@ lint: $(STATICCHECK)
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...); done
 
-## bench: the capacity harness (issue 5) is not written yet
+## bench: the capacity harness (issue 5), short mode: 10,000 sites every 60s, 60s measured
+## after a 60s warm-up, then the bare HTTP loop. Prints a table; writes
+## bench-results/<timestamp>.json and bench-results/latest.json. BENCH_FLAGS adds flags,
+## e.g. make bench BENCH_FLAGS="--cpuprofile cpu.prof --memprofile mem.prof".
+BENCH_FLAGS ?=
 bench:
-	@echo "make bench: not yet — the capacity harness arrives with the benchmark issue."
+	cd tools && $(GO) build -o ../bin/bench ./cmd/bench
+	./bin/bench --mode short $(BENCH_FLAGS)
+
+## bench-long: 100,000 sites every 60s, 5 minutes measured (issue 5's target run)
+bench-long:
+	cd tools && $(GO) build -o ../bin/bench ./cmd/bench
+	./bin/bench --mode long $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin
