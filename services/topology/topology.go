@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vigil-dev/vigil/events"
+	"github.com/vigil-dev/vigil/services/config"
 )
 
 // Options are the tunable parts of the topology. The rest is fixed by design.
@@ -29,6 +30,19 @@ type Options struct {
 	DenyDelete bool
 	// LeaseTTL is the lease period of the VIGIL_LEASES bucket.
 	LeaseTTL time.Duration
+}
+
+// FromConfig returns the topology options of a configuration.
+func FromConfig(cfg *config.Config) Options {
+	return Options{
+		Replicas:             cfg.Streams.Replicas,
+		ObservationsMaxAge:   cfg.Streams.ObservationsMaxAge,
+		ObservationsMaxBytes: cfg.Streams.ObservationsMaxBytes,
+		ChecksMaxAge:         cfg.Streams.ChecksMaxAge,
+		EventsDuplicates:     cfg.Streams.EventsDuplicates,
+		DenyDelete:           cfg.Streams.DenyDelete,
+		LeaseTTL:             cfg.Lease.TTL,
+	}
 }
 
 // Streams returns the desired configuration of every stream.

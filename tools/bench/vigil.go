@@ -104,24 +104,11 @@ func startNATS(ctx context.Context, o vigilOptions) (*vigil, error) {
 	}
 	actx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := topology.Apply(actx, v.js, topologyOptions(cfg)); err != nil {
+	if _, err := topology.Apply(actx, v.js, topology.FromConfig(cfg)); err != nil {
 		v.close()
 		return nil, fmt.Errorf("apply topology: %w", err)
 	}
 	return v, nil
-}
-
-// topologyOptions mirrors services/cmd/vigil/streams.go.
-func topologyOptions(cfg *config.Config) topology.Options {
-	return topology.Options{
-		Replicas:             cfg.Streams.Replicas,
-		ObservationsMaxAge:   cfg.Streams.ObservationsMaxAge,
-		ObservationsMaxBytes: cfg.Streams.ObservationsMaxBytes,
-		ChecksMaxAge:         cfg.Streams.ChecksMaxAge,
-		EventsDuplicates:     cfg.Streams.EventsDuplicates,
-		DenyDelete:           cfg.Streams.DenyDelete,
-		LeaseTTL:             cfg.Lease.TTL,
-	}
 }
 
 // register publishes a created change for every site of the plan, straight

@@ -114,7 +114,7 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	applyCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	results, err := topology.Apply(applyCtx, js, topologyOptions(cfg))
+	results, err := topology.Apply(applyCtx, js, topology.FromConfig(cfg))
 	cancel()
 	if err != nil {
 		nc.Close()

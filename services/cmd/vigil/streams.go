@@ -11,18 +11,6 @@ import (
 	"github.com/vigil-dev/vigil/services/topology"
 )
 
-func topologyOptions(cfg *config.Config) topology.Options {
-	return topology.Options{
-		Replicas:             cfg.Streams.Replicas,
-		ObservationsMaxAge:   cfg.Streams.ObservationsMaxAge,
-		ObservationsMaxBytes: cfg.Streams.ObservationsMaxBytes,
-		ChecksMaxAge:         cfg.Streams.ChecksMaxAge,
-		EventsDuplicates:     cfg.Streams.EventsDuplicates,
-		DenyDelete:           cfg.Streams.DenyDelete,
-		LeaseTTL:             cfg.Lease.TTL,
-	}
-}
-
 func runStreams(ctx context.Context, c *cli, args []string) int {
 	if len(args) == 0 || (args[0] != "apply" && args[0] != "status") {
 		fmt.Fprintln(c.stderr, "usage: vigil streams apply|status [--nats URL]")
@@ -59,7 +47,7 @@ func runStreams(ctx context.Context, c *cli, args []string) int {
 		tw.Flush()
 		return exitOK
 	}
-	results, err := topology.Apply(ctx, js, topologyOptions(cfg))
+	results, err := topology.Apply(ctx, js, topology.FromConfig(cfg))
 	printResults(c, results)
 	if err != nil {
 		fmt.Fprintln(c.stderr, "vigil:", err)
