@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/vigil-dev/vigil/services/ops"
+	"github.com/vigil-dev/vigil/services/sites"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/projections/catalog"
 	"github.com/vigil-dev/vigil/projections/freshness"
+	"github.com/vigil-dev/vigil/projections/outbox"
 	"github.com/vigil-dev/vigil/projections/projector"
 	"github.com/vigil-dev/vigil/projections/store"
 	"github.com/vigil-dev/vigil/projections/uptime"
@@ -64,9 +66,20 @@ type Service struct {
 }
 
 // Projections returns the projections the service runs, for commands that
-// rebuild them or report their status.
-func Projections(primaryRegion string) []projector.Projection {
-	return catalog.All(catalog.Config{Uptime: uptime.Config{PrimaryRegion: primaryRegion}})
+// rebuild them or report their status. Subscriptions with a label filter
+// match on the site's current labels, read from SITES through js.
+func Projections(js jetstream.JetStream, primaryRegion string) []projector.Projection {
+	reg := sites.NewRegistry(js)
+	return catalog.All(catalog.Config{
+		Uptime: uptime.Config{PrimaryRegion: primaryRegion},
+		Outbox: outbox.Config{Labels: func(ctx context.Context, siteID string) (map[string]string, error) {
+			cur, err := reg.Get(ctx, siteID)
+			if errors.Is(err, sites.ErrNotFound) {
+				return cur.Site.Labels, nil // a deleted site keeps its last labels
+			}
+			return cur.Site.Labels, err
+		}},
+	})
 }
 
 // New returns the service over db, whose migrations must have been applied.
@@ -132,7 +145,7 @@ func (s *Service) lead() {
 	if s.stop != nil || s.baseCtx == nil || s.baseCtx.Err() != nil {
 		return
 	}
-	r, err := projector.New(s.db, s.js, Projections(s.o.PrimaryRegion), projector.Options{Logger: s.logger})
+	r, err := projector.New(s.db, s.js, Projections(s.js, s.o.PrimaryRegion), projector.Options{Logger: s.logger})
 	if err != nil {
 		s.logger.Error("create projection runner", "err", err)
 		return

@@ -128,7 +128,7 @@ func runProjections(ctx context.Context, c *cli, args []string) int {
 		return exitError
 	}
 	defer nc.Close()
-	projs := readmodels.Projections(cfg.Regions[0])
+	projs := readmodels.Projections(js, cfg.Regions[0])
 	if sub == "rebuild" {
 		// A live projector in another process is not paused: its next batch
 		// fails the checkpoint compare-and-set after the handover and it
