@@ -55,6 +55,25 @@ func ValidateRegion(name string) error {
 	return nil
 }
 
+// ValidateRegions checks a deployment's region list: at least one region,
+// each valid (ValidateRegion), none twice. The first is the primary.
+func ValidateRegions(regions []string) error {
+	if len(regions) == 0 {
+		return fmt.Errorf("at least one region is required")
+	}
+	seen := make(map[string]bool, len(regions))
+	for _, r := range regions {
+		if err := ValidateRegion(r); err != nil {
+			return err
+		}
+		if seen[r] {
+			return fmt.Errorf("region %q is listed twice", r)
+		}
+		seen[r] = true
+	}
+	return nil
+}
+
 // DeriveID returns the ID of a derived fact: a ULID whose time part is t (the
 // time of the observation that caused the fact) and whose entropy is a hash of
 // parts, the fields that identify the fact. Deriving the same fact twice, in

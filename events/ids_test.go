@@ -174,3 +174,14 @@ func TestParseSiteSubject(t *testing.T) {
 		t.Error(RegionEventsFilter("eu"))
 	}
 }
+
+func TestValidateRegions(t *testing.T) {
+	if err := ValidateRegions([]string{"local", "eu"}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range [][]string{nil, {"eu", "eu"}, {"EU"}, {"a.b"}} {
+		if ValidateRegions(bad) == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+}

@@ -12,6 +12,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"github.com/vigil-dev/vigil/events"
 	"io"
 	"os"
 	"strings"
@@ -265,12 +266,8 @@ func (c *Config) Validate() error {
 	if c.Checker.MinWorkers > c.Checker.MaxWorkers {
 		return &Error{Key: "checker.min_workers", Reason: fmt.Sprintf("%d is above checker.max_workers %d", c.Checker.MinWorkers, c.Checker.MaxWorkers)}
 	}
-	seen := map[string]bool{}
-	for _, r := range c.Regions {
-		if seen[r] {
-			return &Error{Key: "regions", Reason: fmt.Sprintf("region %q is listed twice", r)}
-		}
-		seen[r] = true
+	if err := events.ValidateRegions(c.Regions); err != nil {
+		return &Error{Key: "regions", Reason: err.Error()}
 	}
 	return nil
 }

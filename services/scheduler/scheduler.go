@@ -196,13 +196,8 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if len(o.regions) == 0 {
-		return nil, errors.New("scheduler: at least one region is required")
-	}
-	for _, r := range o.regions {
-		if err := events.ValidateRegion(r); err != nil {
-			return nil, fmt.Errorf("scheduler: %w", err)
-		}
+	if err := events.ValidateRegions(o.regions); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	if o.tick <= 0 || o.leaseTTL <= 0 || o.maxPerTick <= 0 || o.maxPending <= 0 || o.ackTimeout <= 0 {
 		return nil, errors.New("scheduler: tick, lease TTL, max per tick, max pending and ack timeout must be positive")

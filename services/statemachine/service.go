@@ -129,13 +129,8 @@ func New(js jetstream.JetStream, opts ...Option) (*Service, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if len(o.regions) == 0 {
-		return nil, errors.New("statemachine: at least one region is required")
-	}
-	for _, r := range o.regions {
-		if err := events.ValidateRegion(r); err != nil {
-			return nil, fmt.Errorf("statemachine: %w", err)
-		}
+	if err := events.ValidateRegions(o.regions); err != nil {
+		return nil, fmt.Errorf("statemachine: %w", err)
 	}
 	if o.instanceID == "" {
 		o.instanceID = ops.InstanceID("statemachine")
