@@ -49,7 +49,8 @@ const (
 	KVCadence = "VIGIL_CADENCE"
 	// KVStateMachine holds the state machine's per-site state for sites that
 	// have any (an open incident, a TLS advisory): what it needs to continue
-	// after a crash or a change of owner. A healthy site has no key.
+	// after a crash or a change of owner. A healthy site has no key. It also
+	// holds each bucket's position on OBSERVATIONS (PositionKey).
 	KVStateMachine = "VIGIL_SM_STATE"
 )
 
@@ -63,6 +64,14 @@ func SiteKey(siteID string) string {
 // SiteKeyBucketFilter selects one bucket's keys in a per-site KV bucket: <bucket>.>.
 func SiteKeyBucketFilter(bucket int) string {
 	return bucketToken(bucket) + ".>"
+}
+
+// PositionKey is where the state machine keeps a bucket's position in
+// KVStateMachine: the stream sequence on OBSERVATIONS up to which the bucket's
+// observations have been applied and made durable. It is outside every
+// <bucket>.> filter, so it never reads as a site.
+func PositionKey(bucket int) string {
+	return "position." + bucketToken(bucket)
 }
 
 // CadenceKey is a site's key in KVCadence: <bucket>.<site>, so a scheduler can

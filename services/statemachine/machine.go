@@ -245,6 +245,23 @@ func (st *SiteState) Observe(site events.Site, obs events.Observation, env Env) 
 	return out
 }
 
+// Uneventful reports whether obs changes nothing when applied to a site with
+// no state: a result on the site's OK side whose certificate, if any, is more
+// than 30 days from expiry. Observe then opens nothing, issues no advisory and
+// leaves a trivial state, whatever the site's configuration or the regions'
+// health (an impaired region only ever turns a failure into "unknown"). The
+// state machine acknowledges such observations without reading the site's
+// configuration.
+func Uneventful(obs *events.Observation) bool {
+	if obs.Class.Side() != events.SideOK {
+		return false
+	}
+	if obs.TLS == nil || obs.TLS.NotAfter.IsZero() {
+		return true
+	}
+	return stageFor(daysLeft(obs.TLS.NotAfter.UTC(), obs.StartedAt.UTC())) == stageNone
+}
+
 // Expire applies the passing of time: if the open incident's verification
 // deadline is before now (strictly: a check may still start at the deadline
 // itself) with no quorum, it closes as false_alarm at the deadline. The event is

@@ -21,9 +21,9 @@ import (
 // buckets in KVLeases.
 const LeaseService = "statemachine"
 
-// ConsumerName is the durable consumer of one bucket on OBSERVATIONS. It is
-// per bucket, not per instance, so the bucket's position survives a change of
-// owner.
+// ConsumerName is the consumer of one bucket on OBSERVATIONS. It is per
+// bucket, not per instance: the bucket's owner creates it afresh from the
+// bucket's saved position, replacing whatever a previous owner left.
 func ConsumerName(bucket int) string { return "statemachine-" + strconv.Itoa(bucket) }
 
 // Option configures a Service.
@@ -247,7 +247,7 @@ func (s *Service) acquired(b int) {
 	w := newWorker(s, b)
 	s.workers[b] = w
 	s.m.buckets.Set(float64(len(s.workers)))
-	go w.start(s.ctx)
+	go w.run(s.ctx)
 }
 
 func (s *Service) lost(b int) {
@@ -303,7 +303,8 @@ func (s *Service) inMaintenance(site events.Site, at time.Time) bool {
 }
 
 // expireLoop closes verifications whose deadline passed without an
-// observation to notice it (every verifying region silent, say).
+// observation to notice it (every verifying region silent, say), and saves
+// the buckets' positions.
 func (s *Service) expireLoop(ctx context.Context) {
 	t := time.NewTicker(s.o.expireEvery)
 	defer t.Stop()
@@ -322,6 +323,9 @@ func (s *Service) expireLoop(ctx context.Context) {
 		now := s.o.now()
 		for _, w := range ws {
 			w.expire(ctx, now)
+			if err := w.checkpoint(ctx); err != nil && ctx.Err() == nil {
+				w.logger.Warn("save position; will retry", "err", err)
+			}
 		}
 	}
 }

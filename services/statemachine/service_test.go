@@ -238,7 +238,7 @@ func TestHealthyObservationsWriteNothing(t *testing.T) {
 	site := h.site("calm", nil)
 	h.run(statemachine.WithRegions("local"))
 	before := map[string]uint64{}
-	for _, name := range []string{events.StreamEvents, "KV_" + events.KVCadence, "KV_" + events.KVStateMachine, events.StreamChecks} {
+	for _, name := range []string{events.StreamEvents, "KV_" + events.KVCadence, events.StreamChecks} {
 		before[name] = h.streamLastSeq(name)
 	}
 	for i := range 50 {
@@ -250,6 +250,87 @@ func TestHealthyObservationsWriteNothing(t *testing.T) {
 			t.Errorf("%s went from seq %d to %d on healthy observations", name, seq, got)
 		}
 	}
+	// The state machine's KV holds the buckets' positions and nothing else.
+	h.waitPosition(events.Bucket(site.ID), h.streamLastSeq(events.StreamObservations))
+	for subject := range h.kvSubjects(events.KVStateMachine) {
+		if !strings.HasPrefix(subject, "$KV."+events.KVStateMachine+".position.") {
+			t.Errorf("healthy observations wrote %s", subject)
+		}
+	}
+}
+
+// TestPositionSurvivesConsumerLoss: the bucket consumers keep their state in
+// memory, which a server restart loses. The worker notices the consumer is
+// gone and creates it again from the bucket's saved position: the observations
+// after it are applied once, those before it are not applied again.
+func TestPositionSurvivesConsumerLoss(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("amnesia", nil)
+	bucket := events.Bucket(site.ID)
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true))
+
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
+	h.observe(site, "local", events.PurposeRetry, events.ClassOK, at(30), "")
+	h.siteEvents(site.ID, 2)
+	h.waitConsumed(site.ID)
+	pos := h.streamLastSeq(events.StreamObservations)
+	h.waitPosition(bucket, pos)
+
+	// What a server restart does to a memory-state consumer.
+	if err := h.srv.JS.DeleteConsumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(bucket)); err != nil {
+		t.Fatal(err)
+	}
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(60), "")
+	evs := h.siteEvents(site.ID, 3)
+	time.Sleep(500 * time.Millisecond) // a replay from too early would add events now
+	evs = h.allSiteEvents(site.ID)
+	if got, want := kinds(evs), "[seems_down recovered:probe_cleared seems_down]"; got != want {
+		t.Fatalf("events %s, want %s", got, want)
+	}
+	c, err := h.srv.JS.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.CachedInfo().Config
+	if !cfg.MemoryStorage || cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != pos+1 {
+		t.Fatalf("re-created consumer: memory %v, deliver %v from %d; want memory, by start sequence from %d",
+			cfg.MemoryStorage, cfg.DeliverPolicy, cfg.OptStartSeq, pos+1)
+	}
+}
+
+// waitPosition waits until the bucket's saved position reaches seq.
+func (h *harness) waitPosition(bucket int, seq uint64) {
+	h.t.Helper()
+	kv, err := h.srv.JS.KeyValue(context.Background(), events.KVStateMachine)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if e, err := kv.Get(context.Background(), events.PositionKey(bucket)); err == nil {
+			last = string(e.Value())
+			if last == fmt.Sprint(seq) {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("position of bucket %d is %q after 10s, want %d", bucket, last, seq)
+}
+
+// kvSubjects returns the subjects stored in a KV bucket's stream.
+func (h *harness) kvSubjects(bucket string) map[string]uint64 {
+	h.t.Helper()
+	st, err := h.srv.JS.Stream(context.Background(), "KV_"+bucket)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("$KV."+bucket+".>"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.Subjects
 }
 
 func TestVerificationFromOtherRegions(t *testing.T) {

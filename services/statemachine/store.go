@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,34 @@ func (s *stateStore) save(ctx context.Context, st *SiteState) error {
 	}
 	if _, err := s.kv.Put(ctx, key, b); err != nil {
 		return fmt.Errorf("save state of %s: %w", st.SiteID, err)
+	}
+	return nil
+}
+
+// loadPosition returns the bucket's saved position: the OBSERVATIONS stream
+// sequence up to which its observations are applied. Zero when none is saved.
+func (s *stateStore) loadPosition(ctx context.Context, bucket int) (uint64, error) {
+	e, err := s.kv.Get(ctx, events.PositionKey(bucket))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read position of bucket %d: %w", bucket, err)
+	}
+	seq, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		// An unreadable position only costs a longer replay: start from the
+		// consumer's ack floor or the stream's beginning.
+		return 0, nil
+	}
+	return seq, nil
+}
+
+// savePosition records the bucket's position. Callers pass only sequences
+// whose effects are durable.
+func (s *stateStore) savePosition(ctx context.Context, bucket int, seq uint64) error {
+	if _, err := s.kv.Put(ctx, events.PositionKey(bucket), strconv.AppendUint(nil, seq, 10)); err != nil {
+		return fmt.Errorf("save position of bucket %d: %w", bucket, err)
 	}
 	return nil
 }
