@@ -18,35 +18,37 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vigil-dev/vigil/events"
-	"github.com/vigil-dev/vigil/services/checker"
+	"github.com/vigil-dev/vigil/projections/store"
 	"github.com/vigil-dev/vigil/services/checker/httpcheck"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/devserver"
 	"github.com/vigil-dev/vigil/services/ops"
-	"github.com/vigil-dev/vigil/services/scheduler"
 	"github.com/vigil-dev/vigil/services/sites"
-	"github.com/vigil-dev/vigil/services/statemachine"
+	"github.com/vigil-dev/vigil/services/stack"
 	"github.com/vigil-dev/vigil/services/topology"
 	"github.com/vigil-dev/vigil/tools/fleet"
 )
 
-// vigil is the pipeline under test, wired the way `vigil dev` wires it
-// (services/cmd/vigil/dev.go): an embedded nats-server on a file store, the
-// topology applied, and the scheduler, one checker (region local) and the
-// state machine built with the services' constructors and the dev profile's
-// configuration. The only differences from `vigil dev` are the checker's
-// resolver (the fleet's) and its roots (the fleet's CA), which a real fleet
-// gets from DNS and the system.
+// vigil is the pipeline under test, built the way `vigil dev` builds it
+// (stack.Dev): an embedded nats-server on a file store, the topology applied,
+// and the scheduler, one checker (region local), the state machine and the
+// projector (read models in SQLite), each with its own connection, with the
+// dev profile's configuration. The only differences from `vigil dev` are the
+// checker's resolver (the fleet's) and its roots (the fleet's CA), which a
+// real fleet gets from DNS and the system.
 type vigil struct {
-	cfg    *config.Config
-	srv    *devserver.Server
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	reg    *prometheus.Registry
-	logger *slog.Logger
+	cfg     *config.Config
+	srv     *devserver.Server
+	dataDir string
+	nc      *nats.Conn // the bench's own: topology, registration, read-back
+	js      jetstream.JetStream
+	stack   *stack.Stack
+	db      *store.DB
+	reg     *prometheus.Registry
+	logger  *slog.Logger
 
-	// asyncErrs counts the client connection's asynchronous errors (slow
-	// consumer drops above all), which `vigil dev` does not report.
+	// asyncErrs counts the connections' asynchronous errors (slow consumer
+	// drops above all), which `vigil dev` does not report.
 	asyncErrs atomic.Int64
 
 	cancel  context.CancelFunc
@@ -84,20 +86,11 @@ func startNATS(ctx context.Context, o vigilOptions) (*vigil, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &vigil{cfg: cfg, srv: srv, logger: o.logger, reg: ops.NewRegistry()}
-	if v.nc, err = srv.Connect("vigil-bench"); err != nil {
+	v := &vigil{cfg: cfg, srv: srv, dataDir: o.dataDir, logger: o.logger, reg: ops.NewRegistry()}
+	if v.nc, err = v.connect("vigil-bench"); err != nil {
 		srv.Shutdown()
 		return nil, err
 	}
-	v.nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-		if n := v.asyncErrs.Add(1); n <= 20 {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			o.logger.Warn("nats client async error", "subject", subj, "err", err, "count", n)
-		}
-	})
 	if v.js, err = jetstream.New(v.nc); err != nil {
 		v.close()
 		return nil, err
@@ -109,6 +102,20 @@ func startNATS(ctx context.Context, o vigilOptions) (*vigil, error) {
 		return nil, fmt.Errorf("apply topology: %w", err)
 	}
 	return v, nil
+}
+
+// connect opens a connection to the embedded server whose asynchronous
+// errors are counted.
+func (v *vigil) connect(name string) (*nats.Conn, error) {
+	return v.srv.Connect(name, nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if n := v.asyncErrs.Add(1); n <= 20 {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			v.logger.Warn("nats client async error", "connection", name, "subject", subj, "err", err, "count", n)
+		}
+	}))
 }
 
 // register publishes a created change for every site of the plan, straight
@@ -168,67 +175,35 @@ func (v *vigil) register(ctx context.Context, plan *fleet.Plan, res *fleet.Resol
 	return nil
 }
 
-// start builds and runs the services, as devServices does.
+// start builds and runs the services with stack.Dev, as `vigil dev` does:
+// each with its own connection, the read models in a SQLite store in the
+// data directory.
 func (v *vigil) start(res *fleet.Resolver, roots *x509.CertPool, httpAddr string) error {
 	cfg := v.cfg
 	logger := v.logger
-	sched, err := scheduler.New(v.js,
-		scheduler.WithRegions(cfg.Regions...),
-		scheduler.WithTick(cfg.Scheduler.Tick),
-		scheduler.WithLeaseTTL(cfg.Lease.TTL),
-		scheduler.WithLogger(logger.With("service", "scheduler")),
-		scheduler.WithRegisterer(v.reg),
-	)
-	if err != nil {
-		return err
-	}
-	policy := httpcheck.AllowPrivate // cfg.Checker.TargetPolicy is allow_private in the dev profile
 	if cfg.Checker.TargetPolicy != "allow_private" {
 		return fmt.Errorf("the dev profile's target policy is %q; the fleet needs allow_private", cfg.Checker.TargetPolicy)
 	}
-	engine, err := httpcheck.New(httpcheck.Options{
-		UserAgent:    cfg.Checker.UserAgent,
-		TargetPolicy: policy,
-		MaxBodyBytes: cfg.Checker.MaxBodyBytes,
-		Resolver:     res,
-		RootCAs:      roots,
-	})
+	db, err := store.Open(context.Background(), "sqlite:"+filepath.Join(v.dataDir, "vigil.db"))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	v.db = db
+	if err := db.Migrate(context.Background()); err != nil {
+		return fmt.Errorf("migrate store: %w", err)
+	}
+	st, err := stack.Dev(cfg, v.connect, db, v.reg, logger, stack.WithEngineOptions(func(o *httpcheck.Options) {
+		o.Resolver = res
+		o.RootCAs = roots
+	}))
 	if err != nil {
 		return err
 	}
-	region := cfg.Regions[0]
-	chk, err := checker.New(v.js, engine,
-		checker.WithRegion(region),
-		checker.WithMinWorkers(cfg.Checker.MinWorkers),
-		checker.WithMaxWorkers(cfg.Checker.MaxWorkers),
-		checker.WithLogger(logger.With("service", "checker", "region", region)),
-		checker.WithRegisterer(v.reg),
-	)
-	if err != nil {
-		return err
-	}
-	th := statemachine.DefaultRegionThresholds()
-	th.Window = cfg.StateMachine.ImpairedWindow
-	th.MinSites = cfg.StateMachine.ImpairedMinSites
-	th.FailureRatio = cfg.StateMachine.ImpairedRatio
-	th.RecoverRatio = cfg.StateMachine.ImpairedRatio / 2
-	sm, err := statemachine.New(v.js,
-		statemachine.WithRegions(cfg.Regions...),
-		statemachine.WithSingleRegionAllowance(cfg.StateMachine.SingleRegion),
-		statemachine.WithVerifyTimeout(cfg.StateMachine.VerifyTimeout),
-		statemachine.WithLeaseTTL(cfg.Lease.TTL),
-		statemachine.WithRegionThresholds(th),
-		statemachine.WithLogger(logger.With("service", "statemachine")),
-		statemachine.WithRegisterer(v.reg),
-	)
-	if err != nil {
-		return err
-	}
+	v.stack = st
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel = cancel
-	for name, r := range map[string]interface{ Run(context.Context) error }{
-		"scheduler": sched, "checker-" + region: chk, "statemachine": sm,
-	} {
+	for _, svc := range st.Services {
+		name, r := svc.Name, svc.Runner
 		v.wg.Add(1)
 		go func() {
 			defer v.wg.Done()
@@ -279,8 +254,16 @@ func (v *vigil) stop() {
 	v.cancel = nil
 }
 
-// close flushes the connection and shuts the server down.
+// close flushes the connections, closes the store and shuts the server down.
 func (v *vigil) close() {
+	if v.stack != nil {
+		if err := v.stack.Drain(10 * time.Second); err != nil {
+			v.logger.Warn("drain service connections", "err", err)
+		}
+	}
+	if v.db != nil {
+		_ = v.db.Close()
+	}
 	if v.nc != nil {
 		_ = v.nc.Drain()
 		deadline := time.Now().Add(10 * time.Second)

@@ -13,11 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vigil-dev/vigil/projections/store"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/devserver"
 	"github.com/vigil-dev/vigil/services/ops"
+	"github.com/vigil-dev/vigil/services/stack"
 	"github.com/vigil-dev/vigil/services/topology"
 )
 
@@ -26,42 +25,6 @@ import (
 // returns.
 type runner interface {
 	Run(ctx context.Context) error
-}
-
-// namedRunner pairs a service with the name it logs under.
-type namedRunner struct {
-	name string
-	r    runner
-}
-
-// devServices builds every service, connected to js: the scheduler, a checker
-// per region (the first region is the primary; the others are vantage points
-// for verification), the state machine and the read models in db.
-func devServices(cfg *config.Config, js jetstream.JetStream, db *store.DB, reg prometheus.Registerer, logger *slog.Logger) ([]namedRunner, error) {
-	var out []namedRunner
-	sched, err := newScheduler(cfg, js, reg, logger)
-	if err != nil {
-		return nil, err
-	}
-	out = append(out, namedRunner{"scheduler", sched})
-	for _, region := range cfg.Regions {
-		chk, err := newChecker(cfg, region, js, reg, logger)
-		if err != nil {
-			return nil, fmt.Errorf("checker %s: %w", region, err)
-		}
-		out = append(out, namedRunner{"checker-" + region, chk})
-	}
-	sm, err := newStateMachine(cfg, js, reg, logger)
-	if err != nil {
-		return nil, err
-	}
-	out = append(out, namedRunner{"statemachine", sm})
-	rm, err := newReadModels(cfg, db, js, reg, logger)
-	if err != nil {
-		return nil, err
-	}
-	out = append(out, namedRunner{"projector", rm})
-	return out, nil
 }
 
 func runDev(ctx context.Context, c *cli, args []string) int {
@@ -136,11 +99,12 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 	}
 
 	reg := ops.NewRegistry()
-	services, err := devServices(cfg, js, db, reg, logger)
+	st, err := stack.Dev(cfg, func(name string) (*nats.Conn, error) { return srv.Connect(name) }, db, reg, logger)
 	if err != nil {
 		nc.Close()
 		return err
 	}
+	services := st.Services
 
 	printBanner(c, cfg, srv, httpListener.Addr().String(), redactDSN(dsn), services)
 
@@ -150,7 +114,7 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 		if !nc.IsConnected() {
 			return errors.New("not connected")
 		}
-		return nil
+		return st.Connected()
 	})
 	web.AddCheck("services", func(context.Context) error {
 		if !running.Load() {
@@ -167,8 +131,8 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.r.Run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", s.name, err)
+			if err := s.Run(svcCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", s.Name, err)
 			}
 		}()
 	}
@@ -192,6 +156,9 @@ func dev(ctx context.Context, c *cli, cfg *config.Config, logger *slog.Logger) e
 	<-webDone
 	// Services have acknowledged only what they made durable; drain flushes
 	// their last publishes and acks before the server stops.
+	if err := st.Drain(10 * time.Second); err != nil {
+		logger.Warn("drain nats connections", "err", err)
+	}
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		logger.Warn("drain nats connection", "err", err)
 	}
@@ -206,14 +173,14 @@ func waitClosed(nc *nats.Conn, limit time.Duration) {
 	}
 }
 
-func printBanner(c *cli, cfg *config.Config, srv *devserver.Server, httpAddr, dsn string, services []namedRunner) {
+func printBanner(c *cli, cfg *config.Config, srv *devserver.Server, httpAddr, dsn string, services []stack.Service) {
 	host := httpAddr
 	if strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, "0.0.0.0:") {
 		host = "localhost" + host[strings.LastIndex(host, ":"):]
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {
-		names = append(names, s.name)
+		names = append(names, s.Name)
 	}
 	if len(names) == 0 {
 		names = append(names, "(none yet)")

@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-dev/vigil/projections/store"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/readmodels"
+	"github.com/vigil-dev/vigil/services/stack"
 )
 
 // storeDSN is the configured store, or in dev mode the SQLite file under the
@@ -59,16 +60,6 @@ func redactDSN(dsn string) string {
 	return dsn
 }
 
-func newReadModels(cfg *config.Config, db *store.DB, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) (*readmodels.Service, error) {
-	return readmodels.New(js, db, readmodels.Options{
-		PrimaryRegion:     cfg.Regions[0],
-		FreshnessInterval: cfg.Store.FreshnessInterval,
-		LeaseTTL:          cfg.Lease.TTL,
-		Logger:            logger,
-		Registerer:        reg,
-	})
-}
-
 // runProjector runs the read models alone against --nats and --store. The
 // store's migrations must have been applied (vigil migrate).
 func runProjector(ctx context.Context, c *cli, args []string) int {
@@ -77,7 +68,7 @@ func runProjector(ctx context.Context, c *cli, args []string) int {
 		if err != nil {
 			return nil, err
 		}
-		return newReadModels(cfg, db, js, reg, logger)
+		return stack.ReadModels(cfg, db, js, reg, logger)
 	})
 }
 

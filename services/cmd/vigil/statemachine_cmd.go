@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/sites"
+	"github.com/vigil-dev/vigil/services/stack"
 	"github.com/vigil-dev/vigil/services/statemachine"
 )
 
@@ -19,19 +20,9 @@ func runStateMachine(ctx context.Context, c *cli, args []string) int {
 	if len(args) > 0 && args[0] == "replay" {
 		return runReplay(ctx, c, args[1:])
 	}
-	return runService(ctx, c, "statemachine", args, newStateMachine)
-}
-
-func newStateMachine(cfg *config.Config, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) (runner, error) {
-	return statemachine.New(js,
-		statemachine.WithRegions(cfg.Regions...),
-		statemachine.WithSingleRegionAllowance(cfg.StateMachine.SingleRegion),
-		statemachine.WithVerifyTimeout(cfg.StateMachine.VerifyTimeout),
-		statemachine.WithLeaseTTL(cfg.Lease.TTL),
-		statemachine.WithRegionThresholds(regionThresholds(cfg)),
-		statemachine.WithLogger(logger),
-		statemachine.WithRegisterer(reg),
-	)
+	return runService(ctx, c, "statemachine", args, func(cfg *config.Config, js jetstream.JetStream, reg prometheus.Registerer, logger *slog.Logger) (runner, error) {
+		return stack.StateMachine(cfg, js, reg, logger)
+	})
 }
 
 // runReplay feeds stored observations through a fresh state machine and
@@ -92,13 +83,4 @@ func runReplay(ctx context.Context, c *cli, args []string) int {
 	}
 	fmt.Fprintf(c.stderr, "%d events would be emitted\n", n)
 	return exitOK
-}
-
-func regionThresholds(cfg *config.Config) statemachine.RegionThresholds {
-	th := statemachine.DefaultRegionThresholds()
-	th.Window = cfg.StateMachine.ImpairedWindow
-	th.MinSites = cfg.StateMachine.ImpairedMinSites
-	th.FailureRatio = cfg.StateMachine.ImpairedRatio
-	th.RecoverRatio = cfg.StateMachine.ImpairedRatio / 2
-	return th
 }
