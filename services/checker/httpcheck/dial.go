@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -64,14 +65,40 @@ func (c *Checker) control(network, address string, _ syscall.RawConn) error {
 // as in package net.
 const minAttempt = 2 * time.Second
 
-// dial opens a TCP connection to addr ("host:port") for the probe: it
-// resolves host through the cache and tries its addresses in order, each
-// through the guarded dialer.
+// dialContext is the transport's DialContext: it dials for the probe of
+// the request ctx comes from.
+func dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := probeFrom(ctx)
+	if p == nil {
+		return nil, &dialError{Err: errNoProbe}
+	}
+	return p.dial(ctx, network, addr)
+}
+
+// dialTLSContext is the transport's DialTLSContext: it dials and runs the
+// TLS handshake for the probe of the request ctx comes from, with that
+// check's settings.
+func dialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := probeFrom(ctx)
+	if p == nil {
+		return nil, &dialError{Err: errNoProbe}
+	}
+	return p.dialTLS(ctx, network, addr)
+}
+
+// dial opens a TCP connection to addr ("host:port") for the probe: see
+// connect.
 func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	// The transport detaches dials from the request's deadline; restore it.
 	ctx, cancel := context.WithDeadline(ctx, p.deadline)
 	defer cancel()
+	return p.connect(ctx, network, addr)
+}
 
+// connect opens a TCP connection to addr ("host:port") for the probe: it
+// resolves host through the cache and tries its addresses in order, each
+// through the guarded dialer. ctx ends by the check's deadline.
+func (p *probe) connect(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, &dialError{Err: err}
@@ -104,9 +131,12 @@ func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error
 			first = pickDialError(first, &refusedError{Addr: a, Policy: p.c.policy})
 			continue
 		}
-		d := net.Dialer{Control: p.c.control, KeepAlive: -1}
-		if src := p.c.opts.SourceAddr; src.IsValid() && src.Is4() == a.Is4() {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		d := net.Dialer{Control: p.c.controlFn, KeepAlive: -1}
+		// The source address applies to targets of its own family only.
+		if src := p.c.srcAddr4; src != nil && a.Is4() {
+			d.LocalAddr = src
+		} else if src := p.c.srcAddr6; src != nil && !a.Is4() {
+			d.LocalAddr = src
 		}
 		if left := len(addrs) - i; left > 1 {
 			// Share the remaining time among the remaining addresses.
@@ -150,18 +180,22 @@ func pickDialError(cur, next error) error {
 }
 
 func parsePort(s string) (uint16, error) {
-	ap, err := netip.ParseAddrPort("0.0.0.0:" + s)
+	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
 		return 0, fmt.Errorf("invalid port %q", s)
 	}
-	return ap.Port(), nil
+	return uint16(n), nil
 }
 
 // dialTLS opens a connection as dial does, then runs the TLS handshake
 // itself so that it can record the certificate whatever the outcome and
-// verify the chain on its own terms (see verify).
+// verify the chain on its own terms (see verify). The tls.Config is the
+// check's own, so checks with and without verification share the transport.
 func (p *probe) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	raw, err := p.dial(ctx, network, addr)
+	// The dial and the handshake are bounded by the check's deadline.
+	ctx, cancel := context.WithDeadline(ctx, p.deadline)
+	defer cancel()
+	raw, err := p.connect(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -175,9 +209,6 @@ func (p *probe) dialTLS(ctx context.Context, network, addr string) (net.Conn, er
 			return p.verify(cs, host)
 		},
 	}
-	// The handshake is bounded by the check's deadline, like the dial.
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
-	defer cancel()
 
 	p.setPhase(phaseTLS)
 	t := time.Now()
@@ -206,9 +237,12 @@ func (p *probe) verify(cs tls.ConnectionState, host string) error {
 		return &certError{Err: errors.New("server presented no certificate")}
 	}
 	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, cert := range cs.PeerCertificates[1:] {
-		inter.AddCert(cert)
+	var inter *x509.CertPool // nil: no intermediates
+	if len(cs.PeerCertificates) > 1 {
+		inter = x509.NewCertPool()
+		for _, cert := range cs.PeerCertificates[1:] {
+			inter.AddCert(cert)
+		}
 	}
 	_, verr := leaf.Verify(x509.VerifyOptions{
 		DNSName:       host,

@@ -67,6 +67,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vigil-dev/vigil/events"
@@ -144,6 +145,21 @@ type Checker struct {
 	dns    *dnsCache
 	now    func() time.Time
 
+	// client is shared by every check. Its transport keeps no connection
+	// (keep-alives are off), so each request dials afresh; everything that
+	// belongs to one check (the dialers writing the timings, the TLS
+	// settings, the redirect policy) is found through the *probe in the
+	// request's context (see probeFrom).
+	client *http.Client
+
+	// Made once rather than per dial: the Control hook (a method value),
+	// the source addresses by family (nil for the default), the
+	// User-Agent header value (never modified: a spec's User-Agent
+	// replaces it).
+	controlFn          func(network, address string, c syscall.RawConn) error
+	srcAddr4, srcAddr6 *net.TCPAddr
+	userAgent          []string
+
 	// dialAddr connects to one literal address; tests replace it to keep
 	// traffic off non-loopback addresses.
 	dialAddr func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error)
@@ -191,6 +207,39 @@ func New(opts Options) (*Checker, error) {
 		dialAddr: func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
 		},
+		userAgent: []string{opts.UserAgent},
+	}
+	c.controlFn = c.control
+	if src := opts.SourceAddr; src.IsValid() {
+		a := &net.TCPAddr{IP: src.AsSlice()}
+		if src.Is4() {
+			c.srcAddr4 = a
+		} else {
+			c.srcAddr6 = a
+		}
+	}
+
+	// HTTP/1.1 only, as when each check had its own transport with custom
+	// dialers (which left HTTP/2 off) and a TLS handshake offering no ALPN.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	tr := &http.Transport{
+		Proxy:          nil, // never a proxy from the environment
+		DialContext:    dialContext,
+		DialTLSContext: dialTLSContext,
+		// No connection outlives its request: every request dials (its
+		// own dial, with its own context, see probeFrom), and a
+		// connection is handed to the request that dialed it or closed,
+		// never kept for another check.
+		DisableKeepAlives:      true,
+		MaxResponseHeaderBytes: maxHeaderBytes,
+		Protocols:              &protocols,
+		// No ResponseHeaderTimeout: the request's context ends at the
+		// check's deadline, which comes before any such timeout would.
+	}
+	c.client = &http.Client{
+		Transport:     roundTripper{rt: tr},
+		CheckRedirect: checkRedirect,
 	}
 	return c, nil
 }
@@ -241,7 +290,7 @@ type Result struct {
 // the site and should not be published.
 func (c *Checker) Check(ctx context.Context, spec events.CheckSpec) Result {
 	start := time.Now()
-	p := &probe{c: c, spec: &spec}
+	p := &probe{c: c, spec: spec}
 	res := Result{StartedAt: c.now()}
 	res.Class, res.Error = p.run(ctx, &res)
 	if res.Class == events.ClassOK {
@@ -255,10 +304,9 @@ func (c *Checker) Check(ctx context.Context, spec events.CheckSpec) Result {
 		TLSMs:     ms(p.tlsDur),
 		TTFBMs:    ms(p.ttfbDur),
 	}
-	if p.tls != nil {
-		info := *p.tls
-		res.TLS = &info
-	}
+	// A TLSInfo is never modified once recorded (verify makes a new one
+	// per handshake), so the Result may share it.
+	res.TLS = p.tls
 	p.mu.Unlock()
 	res.Timings.TotalMs = ms(time.Since(start))
 	return res
@@ -280,11 +328,14 @@ const (
 	phaseBody                  // reading the body
 )
 
-// probe is the state of one check.
+// probe is the state of one check. The requests of the check carry it in
+// their context (see probeFrom), for the Checker's shared client and
+// transport to find.
 type probe struct {
 	c        *Checker
-	spec     *events.CheckSpec
+	spec     events.CheckSpec
 	deadline time.Time
+	trace    httptrace.ClientTrace
 
 	// Written by dialing goroutines as well as the checking one.
 	mu                                  sync.Mutex
@@ -296,7 +347,8 @@ type probe struct {
 
 	// Used only by the goroutine running Check: the client calls
 	// CheckRedirect and RoundTrip on it.
-	seen    map[string]bool
+	first   *url.URL        // the URL of the first request
+	seen    map[string]bool // made at the first redirect
 	chain   []string
 	stopped string // a redirect not followed under policy "fail"
 	lastURL string // last URL requested
@@ -315,7 +367,7 @@ func (p *probe) add(d *time.Duration, v time.Duration) {
 }
 
 func (p *probe) run(parent context.Context, res *Result) (events.Class, string) {
-	spec := p.spec
+	spec := &p.spec
 	timeout := spec.Timeout.Std()
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -324,27 +376,7 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 	defer cancel()
 	p.deadline, _ = ctx.Deadline()
 
-	u, err := url.Parse(spec.URL)
-	if err != nil {
-		return events.ClassTargetRefused, "invalid URL: " + err.Error()
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return events.ClassTargetRefused, fmt.Sprintf("invalid URL %q: need http or https and a host", u.Redacted())
-	}
-	res.FinalURL = u.Redacted()
-	p.lastURL = res.FinalURL
-	p.seen = map[string]bool{seenKey(u): true}
-
-	method := strings.ToUpper(spec.Method)
-	switch method {
-	case "":
-		method = http.MethodGet
-	case http.MethodGet, http.MethodHead:
-	default:
-		return events.ClassTargetRefused, fmt.Sprintf("unsupported method %q: use GET or HEAD", spec.Method)
-	}
-
-	trace := &httptrace.ClientTrace{
+	p.trace = httptrace.ClientTrace{
 		GetConn: func(string) { p.setPhase(phaseConn) },
 		GotConn: func(httptrace.GotConnInfo) {
 			p.mu.Lock()
@@ -361,11 +393,34 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 			p.mu.Unlock()
 		},
 	}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, u.String(), nil)
+	reqCtx := httptrace.WithClientTrace(context.WithValue(ctx, probeKey{}, p), &p.trace)
+	// The URL is parsed once, by NewRequestWithContext. It is given GET,
+	// so that only the URL can be refused there; the spec's method is
+	// checked below, after the URL, as it always was.
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, spec.URL, nil)
 	if err != nil {
-		return events.ClassTargetRefused, "invalid request: " + err.Error()
+		return events.ClassTargetRefused, "invalid URL: " + err.Error()
 	}
-	req.Header.Set("User-Agent", p.c.opts.UserAgent)
+	u := req.URL
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return events.ClassTargetRefused, fmt.Sprintf("invalid URL %q: need http or https and a host", u.Redacted())
+	}
+	res.FinalURL = u.Redacted()
+	p.lastURL = res.FinalURL
+	p.first = u
+
+	method := strings.ToUpper(spec.Method)
+	switch method {
+	case "":
+		method = http.MethodGet
+	case http.MethodGet, http.MethodHead:
+	default:
+		return events.ClassTargetRefused, fmt.Sprintf("unsupported method %q: use GET or HEAD", spec.Method)
+	}
+	req.Method = method
+	// The Checker's slice: a spec's User-Agent below replaces it, and
+	// nothing in net/http modifies a header's values in place.
+	req.Header["User-Agent"] = p.c.userAgent
 	for k, v := range spec.Headers {
 		if strings.EqualFold(k, "Host") {
 			req.Host = v
@@ -374,23 +429,7 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 		req.Header.Set(k, v)
 	}
 
-	// A transport per check: it holds no connection after the check
-	// (keep-alives are off), and its dialers write into this probe.
-	tr := &http.Transport{
-		Proxy:                  nil, // never a proxy from the environment
-		DialContext:            p.dial,
-		DialTLSContext:         p.dialTLS,
-		DisableKeepAlives:      true,
-		ResponseHeaderTimeout:  timeout,
-		MaxResponseHeaderBytes: maxHeaderBytes,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{
-		Transport:     roundTripper{p: p, rt: tr},
-		CheckRedirect: p.checkRedirect,
-	}
-
-	resp, err := client.Do(req)
+	resp, err := p.c.client.Do(req)
 	if len(p.chain) > 0 {
 		res.RedirectChain = p.chain
 	}
@@ -434,25 +473,43 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 	return cls, msg
 }
 
+// probeKey is the context key of the *probe a request belongs to.
+type probeKey struct{}
+
+// probeFrom returns the probe whose request ctx belongs to, or nil. The
+// transport keeps the request context's values in the contexts it dials
+// with, and the client keeps them in the requests of a redirect chain.
+func probeFrom(ctx context.Context) *probe {
+	p, _ := ctx.Value(probeKey{}).(*probe)
+	return p
+}
+
+// errNoProbe is a request sent through a Checker's client by anything but
+// a check; it does not happen.
+var errNoProbe = errors.New("httpcheck: request without a check")
+
 // roundTripper marks where each request of a chain starts and ends, so that
 // an error can be placed in its phase.
 type roundTripper struct {
-	p  *probe
 	rt http.RoundTripper
 }
 
 func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.p.lastURL = req.URL.Redacted()
-	r.p.setPhase(phaseStart) // until the transport asks for a connection
-	resp, err := r.rt.RoundTrip(req)
-	r.p.mu.Lock()
-	if err != nil {
-		r.p.failPhase = r.p.phase
-	} else {
-		r.p.phase = phaseResponse
-		r.p.failPhase = phaseResponse
+	p := probeFrom(req.Context())
+	if p == nil {
+		return nil, errNoProbe
 	}
-	r.p.mu.Unlock()
+	p.lastURL = req.URL.Redacted()
+	p.setPhase(phaseStart) // until the transport asks for a connection
+	resp, err := r.rt.RoundTrip(req)
+	p.mu.Lock()
+	if err != nil {
+		p.failPhase = p.phase
+	} else {
+		p.phase = phaseResponse
+		p.failPhase = phaseResponse
+	}
+	p.mu.Unlock()
 	return resp, err
 }
 
@@ -463,6 +520,16 @@ type redirectError struct {
 }
 
 func (e *redirectError) Error() string { return e.Msg }
+
+// checkRedirect is the client's CheckRedirect: it hands the redirect to the
+// probe of the chain.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	p := probeFrom(req.Context())
+	if p == nil {
+		return errNoProbe
+	}
+	return p.checkRedirect(req, via)
+}
 
 // checkRedirect applies spec.Redirects to a redirect to req; via are the
 // requests made so far.
@@ -477,6 +544,9 @@ func (p *probe) checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	if len(via) > p.c.opts.MaxRedirects {
 		return &redirectError{events.ClassRedirectLoop, fmt.Sprintf("redirect to %s: more than %d redirects", target, p.c.opts.MaxRedirects)}
+	}
+	if p.seen == nil {
+		p.seen = map[string]bool{seenKey(p.first): true}
 	}
 	key := seenKey(req.URL)
 	if p.seen[key] {
