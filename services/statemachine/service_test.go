@@ -281,9 +281,9 @@ func TestPositionSurvivesConsumerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(60), "")
-	evs := h.siteEvents(site.ID, 3)
+	h.siteEvents(site.ID, 3)
 	time.Sleep(500 * time.Millisecond) // a replay from too early would add events now
-	evs = h.allSiteEvents(site.ID)
+	evs := h.allSiteEvents(site.ID)
 	if got, want := kinds(evs), "[seems_down recovered:probe_cleared seems_down]"; got != want {
 		t.Fatalf("events %s, want %s", got, want)
 	}
