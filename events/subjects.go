@@ -52,6 +52,14 @@ const (
 	// after a crash or a change of owner. A healthy site has no key. It also
 	// holds each bucket's position on OBSERVATIONS (PositionKey).
 	KVStateMachine = "VIGIL_SM_STATE"
+	// KVRedirects holds the accepted redirect chain of each site with
+	// `redirects: alert`, per region (RedirectKey): the chain the checkers of
+	// that region compare every check with. A checker records it after the
+	// first successful check (or the first after the site's URL changed) and
+	// never overwrites it; deleting the key (vigil sites accept-redirects)
+	// accepts whatever chain the next successful check sees. Sites with any
+	// other policy have no key.
+	KVRedirects = "VIGIL_REDIRECTS"
 )
 
 // SiteKey is a site's key in the per-site KV buckets (KVCadence,
@@ -83,6 +91,19 @@ func CadenceKey(siteID string) string {
 // CadenceBucketFilter selects one bucket's keys in KVCadence: <bucket>.>.
 func CadenceBucketFilter(bucket int) string {
 	return bucketToken(bucket) + ".>"
+}
+
+// RedirectKey is a site's key in KVRedirects for one region:
+// <bucket>.<site>.<region>. The chain is kept per region because a site may
+// legitimately redirect each vantage point elsewhere (geo redirects).
+func RedirectKey(siteID, region string) string {
+	return SiteKey(siteID) + "." + region
+}
+
+// RedirectSiteFilter selects every region's key of one site in KVRedirects:
+// <bucket>.<site>.*.
+func RedirectSiteFilter(siteID string) string {
+	return SiteKey(siteID) + ".*"
 }
 
 // Bucket returns the partition of a site: FNV-1a 32 over the site ID, modulo

@@ -47,6 +47,23 @@
 // checked in time expires and is reported as command_expired, which the
 // incident model treats as "unknown", not as downtime.
 //
+// # Redirect alerts
+//
+// A site with the alert redirect policy fails with redirect_policy when its
+// redirect chain differs from the accepted one. The accepted chain of each
+// site and region is kept in the events.KVRedirects bucket: before checking
+// such a site the checker reads its region's key and hands the chain to the
+// Prober as CheckSpec.LastRedirectChain. With no key yet, or one recorded for
+// another URL, the check runs without a reference and, if it is ok, its chain
+// (possibly empty) is recorded as the accepted one. A changed chain is never
+// recorded: the site keeps failing, so the state machine confirms an incident
+// and the operator is told, until the chain reverts or the operator accepts
+// the new one by deleting the key (vigil sites accept-redirects). If the key
+// cannot be read (the monitor's own trouble) the check runs without a
+// reference, as with the follow policy, and the problem is logged: the
+// monitor's trouble is never the site's failure. Sites with any other policy
+// cause no KV traffic.
+//
 // # Shutdown
 //
 // When Run's context is done the dispatcher stops pulling and hands back
@@ -81,6 +98,15 @@ import (
 // deadline, whichever is earlier, and must be safe for concurrent use.
 type Prober interface {
 	Check(ctx context.Context, spec events.CheckSpec) httpcheck.Result
+}
+
+// chainStore holds the accepted redirect chains of sites with the alert
+// redirect policy: the events.KVRedirects bucket, one key per site and region
+// (events.RedirectKey). jetstream.KeyValue implements it.
+type chainStore interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 }
 
 // Defaults of the options.
@@ -171,6 +197,10 @@ type Checker struct {
 	prober   Prober
 	region   string
 	instance string
+
+	// chains is the KVRedirects bucket, opened by Run (tests may set it
+	// before). Only commands of sites with the alert policy touch it.
+	chains chainStore
 
 	minWorkers, maxWorkers int
 	maxAckPending          int
@@ -288,8 +318,8 @@ func (c *Checker) consumerConfig() jetstream.ConsumerConfig {
 }
 
 // Run checks commands until ctx is done, then shuts down as the package
-// documentation describes. It creates (or updates) the region's consumer
-// first; an error doing so is returned at once. Run returns nil after a
+// documentation describes. It creates (or updates) the region's consumer and
+// opens the KVRedirects bucket first; an error doing so is returned at once. Run returns nil after a
 // shutdown caused by ctx, or the error that stopped it. It may be called only
 // once.
 func (c *Checker) Run(ctx context.Context) error {
@@ -302,6 +332,16 @@ func (c *Checker) Run(ctx context.Context) error {
 			return nil // stopped before it started
 		}
 		return fmt.Errorf("checker: create consumer %s on %s: %w", ConsumerName(c.region), events.StreamChecks, err)
+	}
+	if c.chains == nil {
+		kv, err := c.js.KeyValue(ctx, events.KVRedirects)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("checker: open kv %s: %w", events.KVRedirects, err)
+		}
+		c.chains = kv
 	}
 
 	// Checks, publishes and acknowledgements run under workCtx, which is not

@@ -2,6 +2,7 @@ package checker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,12 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	}
 	timeout = min(timeout, MaxCheckTimeout)
 	spec.Timeout = events.Duration(timeout)
+	// Only sites with the alert policy read (and may write) KVRedirects.
+	var chain *chainRef
+	if spec.Redirects == events.RedirectAlert {
+		chain = c.readChain(ctx, &cmd, log)
+		spec.LastRedirectChain = chain.accepted
+	}
 
 	c.est.started()
 	if !cmd.DueAt.IsZero() {
@@ -85,6 +92,9 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	res := c.prober.Check(checkCtx, spec)
 	took := time.Since(t0)
 	cancel()
+	if chain != nil {
+		chain.judge(&res)
+	}
 	if ctx.Err() != nil {
 		// Abandoned at the end of the shutdown grace period: the result
 		// says nothing about the site. Leave the command to another checker.
@@ -116,6 +126,109 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		c.est.finished(min(time.Since(t0), 2*took), ok)
 		log.Debug("checked", "observation_id", obs.ID, "class", obs.Class, "status", obs.StatusCode,
 			"took", took, "err", obs.Error)
+		if chain != nil && chain.record && ok {
+			c.recordChain(ctx, &cmd, chain, &res, log)
+		}
+	}
+}
+
+// acceptedChain is the value of a site's key in KVRedirects: the redirect
+// chain accepted for the site in one region, the URL it was recorded for and
+// when.
+type acceptedChain struct {
+	URL   string    `json:"url"`
+	Chain []string  `json:"chain"`
+	At    time.Time `json:"at"`
+}
+
+// chainRef is what the check of a site with the alert policy knows of its
+// accepted redirect chain.
+type chainRef struct {
+	key string
+	// accepted is the accepted chain when found is set (possibly empty).
+	accepted []string
+	found    bool
+	// record says an ok check's chain becomes the accepted one: there is no
+	// usable key (revision 0: none at all; else the revision to replace).
+	record   bool
+	revision uint64
+}
+
+// readChain reads the accepted redirect chain of cmd's site in this region.
+// A key recorded for another URL, or unreadable, is no reference and is
+// replaced after the next ok check. If the key cannot be read at all the
+// check runs without a reference (as with the follow policy) and records
+// nothing: the monitor's trouble must not fail the site.
+func (c *Checker) readChain(ctx context.Context, cmd *events.CheckCommand, log *slog.Logger) *chainRef {
+	ref := &chainRef{key: events.RedirectKey(cmd.SiteID, c.region)}
+	kctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	e, err := c.chains.Get(kctx, ref.key)
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		ref.record = true
+		return ref
+	case err != nil:
+		log.Warn("cannot read the accepted redirect chain; checking without it (redirect changes go unnoticed by this check)",
+			"kv", events.KVRedirects, "key", ref.key, "err", err)
+		return ref
+	}
+	var a acceptedChain
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		log.Warn("accepted redirect chain unreadable; the next ok check replaces it",
+			"kv", events.KVRedirects, "key", ref.key, "err", err)
+		ref.record, ref.revision = true, e.Revision()
+		return ref
+	}
+	if a.URL != cmd.Check.URL {
+		// The site's URL changed since: its old chain says nothing.
+		ref.record, ref.revision = true, e.Revision()
+		return ref
+	}
+	ref.accepted, ref.found = a.Chain, true
+	if ref.accepted == nil {
+		ref.accepted = []string{}
+	}
+	return ref
+}
+
+// judge fails an ok result whose site did not redirect when its chain was
+// accepted and now does. The Prober compares chains only when the accepted
+// one is not empty: an empty LastRedirectChain cannot be told from none.
+func (r *chainRef) judge(res *httpcheck.Result) {
+	if r.found && len(r.accepted) == 0 && res.Class == events.ClassOK && len(res.RedirectChain) > 0 {
+		res.Class = events.ClassRedirectPolicy
+		res.Error = fmt.Sprintf("redirect chain changed: was %v, now %v", r.accepted, res.RedirectChain)
+	}
+}
+
+// recordChain stores the chain of an ok check as the accepted one. It never
+// overwrites a chain another check recorded meanwhile: that one stands.
+func (c *Checker) recordChain(ctx context.Context, cmd *events.CheckCommand, ref *chainRef, res *httpcheck.Result, log *slog.Logger) {
+	seen := res.RedirectChain
+	if seen == nil {
+		seen = []string{}
+	}
+	val, err := json.Marshal(acceptedChain{URL: cmd.Check.URL, Chain: seen, At: res.StartedAt.UTC()})
+	if err != nil {
+		log.Error("encode accepted redirect chain", "err", err)
+		return
+	}
+	kctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	if ref.revision == 0 {
+		_, err = c.chains.Create(kctx, ref.key, val)
+	} else {
+		_, err = c.chains.Update(kctx, ref.key, val, ref.revision)
+	}
+	cancel()
+	switch {
+	case err == nil:
+		log.Info("recorded the accepted redirect chain", "kv", events.KVRedirects, "key", ref.key, "chain", seen)
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		log.Debug("accepted redirect chain recorded meanwhile by another check", "key", ref.key)
+	default:
+		log.Warn("cannot record the accepted redirect chain; the next ok check tries again",
+			"kv", events.KVRedirects, "key", ref.key, "err", err)
 	}
 }
 

@@ -149,6 +149,12 @@ func KeyValues(o Options) []jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(o.Replicas, 1),
+	}, {
+		Bucket:      events.KVRedirects,
+		Description: "Accepted redirect chain per site and region of sites with redirects: alert",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(o.Replicas, 1),
 	}}
 }
 

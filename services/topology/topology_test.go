@@ -20,7 +20,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 7 {
+	if len(first) != 8 {
 		t.Fatalf("results = %+v", first)
 	}
 	for _, r := range first {

@@ -92,11 +92,11 @@ func TestStreamsApplyAndStatus(t *testing.T) {
 	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 {
 		t.Fatalf("apply: exit %d: %s", code, errb)
 	}
-	if strings.Count(out.String(), "created") != 7 {
+	if strings.Count(out.String(), "created") != 8 {
 		t.Errorf("first apply:\n%s", out)
 	}
 	c, out, _ = testCLI(env)
-	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 || strings.Count(out.String(), "unchanged") != 7 {
+	if code := run(context.Background(), []string{"streams", "apply"}, c); code != 0 || strings.Count(out.String(), "unchanged") != 8 {
 		t.Errorf("second apply: exit %d\n%s", code, out)
 	}
 	c, out, _ = testCLI(env)
