@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/config"
 	"github.com/vigil-dev/vigil/services/sites"
@@ -31,6 +32,8 @@ Commands:
   add URL [flags]                       register a site and print its ID (vigil sites add --help)
   list [--json] [--deleted]             list sites: ID, URL, INTERVAL, STATE, LABELS
   pause ID | resume ID | delete ID      pause or resume a site's checks, or delete it
+  accept-redirects ID [--site-region R] accept a changed redirect chain of a site with
+                                        redirects: alert (every region unless one is given)
   apply -f sites.yaml [--prune] [--dry-run]
                                         make the registry match a site file; --prune deletes
                                         sites the file does not name
@@ -54,6 +57,8 @@ func runSites(ctx context.Context, c *cli, args []string) int {
 		return sitesChange(ctx, c, args[0], args[1:])
 	case "apply":
 		return sitesApply(ctx, c, args[1:])
+	case "accept-redirects":
+		return sitesAcceptRedirects(ctx, c, args[1:])
 	case "help", "-h", "--help":
 		sitesUsage(c)
 		return exitOK
@@ -343,6 +348,11 @@ func sitesChange(ctx context.Context, c *cli, verb string, args []string) int {
 	if err != nil {
 		return sitesFailure(c, cmd, err)
 	}
+	if verb == "delete" {
+		// A deleted site's accepted redirect chains go too (best effort):
+		// a site re-created under the same ID starts afresh.
+		forgetRedirects(ctx, c, cmd, js, []string{id})
+	}
 	if changed {
 		fmt.Fprintf(c.stdout, "%s %s\n", map[string]string{"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb], id)
 	} else {
@@ -408,6 +418,13 @@ func sitesApply(ctx context.Context, c *cli, args []string) int {
 		return exitOK
 	}
 	res, applyErr := reg.ApplyPlan(ctx, plan)
+	var deleted []string
+	for _, cur := range res.Published {
+		if cur.Deleted {
+			deleted = append(deleted, cur.Site.ID)
+		}
+	}
+	forgetRedirects(ctx, c, cmd, js, deleted)
 	// Report exactly what was published: the first changes of the plan, up
 	// to an error.
 	printSteps(c, plan.Steps, len(res.Published))
@@ -448,4 +465,136 @@ func printSteps(c *cli, steps []sites.Step, limit int) {
 		}
 	}
 	tw.Flush()
+}
+
+// sitesAcceptRedirects is `vigil sites accept-redirects ID [--site-region R]`:
+// it deletes the site's accepted redirect chain in KVRedirects, in one region
+// or in all, so the next successful check of each region records the chain it
+// sees as the accepted one. Until then a site with redirects: alert whose
+// chain changed keeps failing with redirect_policy.
+func sitesAcceptRedirects(ctx context.Context, c *cli, args []string) int {
+	const cmd = "sites accept-redirects"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: vigil sites accept-redirects ID [--site-region R]\n\nAccepts the current redirect chain of a site with redirects: alert: forgets the\naccepted chain, in every region or in R only, so the next successful check\nrecords the chain it sees.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	region := fs.String(regionFlag, "", "only this region (also as --region; default: every region)")
+	cfg, pos, logger, code := c.setup(cmd, config.Service, fs, renameRegionFlags(args))
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(c.stderr, "vigil %s: want one site ID; usage: vigil sites accept-redirects ID [--site-region R]\n", cmd)
+		return exitUsage
+	}
+	id := pos[0]
+	if err := events.ValidateSiteID(id); err != nil {
+		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+		return exitUsage
+	}
+	if *region != "" {
+		if err := events.ValidateRegion(*region); err != nil {
+			fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+			return exitUsage
+		}
+	}
+	nc, js, err := connect(cfg, "vigil-sites", logger)
+	if err != nil {
+		fmt.Fprintln(c.stderr, "vigil:", err)
+		return exitError
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, sitesOpTimeout)
+	defer cancel()
+	cur, err := sites.NewRegistry(js).Get(ctx, id)
+	if err != nil {
+		return sitesFailure(c, cmd, err)
+	}
+	if cur.Site.Redirects != events.RedirectAlert {
+		policy := cur.Site.Redirects
+		if policy == "" {
+			policy = events.RedirectFollow
+		}
+		fmt.Fprintf(c.stderr, "vigil %s: note: %s has redirects: %s; only alert keeps an accepted chain\n", cmd, id, policy)
+	}
+	kv, err := js.KeyValue(ctx, events.KVRedirects)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "vigil %s: open kv %s: %v (run vigil streams apply)\n", cmd, events.KVRedirects, err)
+		return exitError
+	}
+	regions, err := deleteRedirects(ctx, kv, id, *region)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+		return exitError
+	}
+	switch {
+	case len(regions) > 0:
+		fmt.Fprintf(c.stdout, "accepted redirect chain of %s forgotten in %s; the next successful check there records the new one\n",
+			id, strings.Join(regions, ", "))
+	case *region != "":
+		fmt.Fprintf(c.stdout, "%s has no accepted redirect chain in %s; nothing changed\n", id, *region)
+	default:
+		fmt.Fprintf(c.stdout, "%s has no accepted redirect chain; nothing changed\n", id)
+	}
+	return exitOK
+}
+
+// deleteRedirects deletes a site's accepted redirect chains in KVRedirects:
+// the one of region, or every region's when region is empty. It returns the
+// regions whose chain it deleted, sorted.
+func deleteRedirects(ctx context.Context, kv jetstream.KeyValue, siteID, region string) ([]string, error) {
+	var keys []string
+	if region != "" {
+		key := events.RedirectKey(siteID, region)
+		_, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s in kv %s: %w", key, events.KVRedirects, err)
+		}
+		keys = []string{key}
+	} else {
+		l, err := kv.ListKeysFiltered(ctx, events.RedirectSiteFilter(siteID))
+		if err != nil {
+			return nil, fmt.Errorf("list the keys of %s in kv %s: %w", siteID, events.KVRedirects, err)
+		}
+		for k := range l.Keys() {
+			keys = append(keys, k)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("list the keys of %s in kv %s: %w", siteID, events.KVRedirects, err)
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	prefix := events.RedirectKey(siteID, "")
+	var regions []string
+	for _, key := range keys {
+		if err := kv.Delete(ctx, key); err != nil {
+			return regions, fmt.Errorf("delete %s in kv %s: %w", key, events.KVRedirects, err)
+		}
+		regions = append(regions, strings.TrimPrefix(key, prefix))
+	}
+	return regions, nil
+}
+
+// forgetRedirects deletes the accepted redirect chains of deleted sites. It
+// is best effort: the sites are deleted whatever happens here, and a failure
+// is only reported.
+func forgetRedirects(ctx context.Context, c *cli, cmd string, js jetstream.JetStream, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	kv, err := js.KeyValue(ctx, events.KVRedirects)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "vigil %s: warning: accepted redirect chains not removed: open kv %s: %v\n", cmd, events.KVRedirects, err)
+		return
+	}
+	for _, id := range ids {
+		if _, err := deleteRedirects(ctx, kv, id, ""); err != nil {
+			fmt.Fprintf(c.stderr, "vigil %s: warning: accepted redirect chains of %s not removed: %v\n", cmd, id, err)
+		}
+	}
 }
