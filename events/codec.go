@@ -24,6 +24,11 @@ import (
 // values percent-encoded as the CloudEvents protocol bindings require, and the
 // payload is the JSON data. Messages in structured mode
 // (content-type: application/cloudevents+json) are read too.
+//
+// Marshal and Decode write and read Vigil's own messages without the SDK's
+// binding machinery (fastcodec.go), and hand everything else to the SDK paths
+// here (marshalSDK, decodeSDK); NewEvent, WriteEvent and ReadEvent are the SDK
+// API for other CloudEvents clients.
 
 // Header names outside the ce- set.
 const (
@@ -92,7 +97,21 @@ func NewEvent(m Message) (*event.Event, error) {
 // Marshal returns the NATS message for m: its CloudEvent in binary content mode
 // on m's subject, with Nats-Msg-Id set to the event ID so JetStream drops a
 // re-published copy.
+//
+// Vigil's own envelopes are written directly (marshalFast, fastcodec.go), byte
+// for byte as the SDK would write them; an envelope the SDK would canonicalise
+// or refuse goes through the SDK (marshalSDK), so the two never disagree.
 func Marshal(m Message) (*nats.Msg, error) {
+	env := m.Envelope()
+	if plainEnvelope(&env) {
+		return marshalFast(m, &env)
+	}
+	return marshalSDK(m)
+}
+
+// marshalSDK is Marshal through the CloudEvents SDK: NewEvent, then WriteEvent.
+// It is the reference the fast path is tested against.
+func marshalSDK(m Message) (*nats.Msg, error) {
 	e, err := NewEvent(m)
 	if err != nil {
 		return nil, err
@@ -135,7 +154,23 @@ var ErrTypeMismatch = errors.New("cloudevent attributes do not match its data")
 // Decode reads the CloudEvent in a NATS message into v, and checks that the
 // event's type and ID agree with the decoded data, so a message whose headers
 // and payload disagree is refused (and can be quarantined) rather than acted on.
+//
+// A binary-mode message with Vigil's plain header set is read directly
+// (readPlainBinary, fastcodec.go), into the same event and the same v the SDK
+// would give; anything else (structured mode, extensions, another content
+// type, missing attributes, malformed values) goes through the SDK
+// (decodeSDK), so Decode accepts and refuses exactly what it did before. The
+// returned event's data may share data's memory.
 func Decode(h nats.Header, data []byte, v Message) (*event.Event, error) {
+	if p, ok := readPlainBinary(h); ok {
+		return p.decode(data, v)
+	}
+	return decodeSDK(h, data, v)
+}
+
+// decodeSDK is Decode through the CloudEvents SDK: ReadEvent, then the data.
+// It is the reference the fast path is tested against.
+func decodeSDK(h nats.Header, data []byte, v Message) (*event.Event, error) {
 	e, err := ReadEvent(h, data)
 	if err != nil {
 		return nil, err
