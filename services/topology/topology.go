@@ -102,7 +102,7 @@ func Streams(o Options) []jetstream.StreamConfig {
 			MaxMsgSize:        256 << 10,
 			// The observation ID is the Msg-Id; the window only has to cover a
 			// checker's publish retries, and every ID in it costs memory.
-			Duplicates:  2 * time.Minute,
+			Duplicates:  30 * time.Second,
 			AllowDirect: true,
 		},
 		{
