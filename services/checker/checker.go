@@ -18,8 +18,11 @@
 // the Nats-Msg-Id) and the command is acknowledged once the PubAck arrives. If
 // the publish fails the command is negatively acknowledged with a short delay
 // and checked again, so an observation is never lost, at the price of an
-// occasional second check. A command that cannot be decoded (poison) is
-// terminated with a reason, counted and logged; it never holds up the others.
+// occasional second check. The acknowledgement itself is not waited for: if
+// it is lost the command is delivered again after AckWait and checked once
+// more, the same occasional second check. A command that cannot be decoded
+// (poison) is terminated with a reason, counted and logged; it never holds up
+// the others.
 // A command found past its Deadline is not checked: a command_expired
 // observation (a monitor-side class, never downtime) tells the state machine
 // the site was not checked.
@@ -215,11 +218,15 @@ type Checker struct {
 	est    *estimator
 	size   sizing
 
+	// publishOpts are the options of every observation publish, made once:
+	// built per publish they cost two allocations per check.
+	publishOpts []jetstream.PublishOpt
+
 	// Timing knobs; tests shorten some of them.
 	controlEvery   time.Duration // how often the pool is resized
 	nakDelay       time.Duration // first redelivery delay after a failed publish
 	maxNakDelay    time.Duration
-	publishTimeout time.Duration // one publish or acknowledgement
+	publishTimeout time.Duration // one publish, or one KV read or write
 	progressEvery  time.Duration // progress acknowledgements while a command is held
 	shutdownGrace  time.Duration // how long in-flight checks may finish after ctx is done
 	retryEvery     time.Duration // pause before re-creating a lost consumer
@@ -290,6 +297,7 @@ func New(js jetstream.JetStream, prober Prober, opts ...Option) (*Checker, error
 	}
 	c.m = m
 	c.ids = events.NewIDSource(rand.Reader)
+	c.publishOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamObservations)}
 	c.est = newEstimator()
 	c.size = sizing{min: c.minWorkers, max: c.maxWorkers, headroom: defaultHeadroom}
 	return c, nil

@@ -30,13 +30,14 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	defer c.m.inFlight.Dec()
 	msg := j.msg
 
-	// A command that waited long on the client gets a progress ack first, and
-	// more while it is held, so the server does not redeliver it meanwhile.
-	if time.Since(j.received) > c.progressEvery {
+	// The server redelivers a command it has heard nothing about for
+	// AckWait. One that waited long on the client gets a progress ack first;
+	// one that may be held long gets more while it is held (keepAlive).
+	waited := time.Since(j.received)
+	if waited > c.progressEvery {
 		_ = msg.InProgress()
+		waited = 0
 	}
-	keepAlive := startProgress(msg, c.progressEvery)
-	defer keepAlive.stop()
 
 	var cmd events.CheckCommand
 	if _, err := events.Decode(msg.Headers(), msg.Data(), &cmd); err != nil {
@@ -47,10 +48,11 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		c.terminate(msg, err)
 		return
 	}
-	log := c.logger.With("site", cmd.SiteID, "bucket", cmd.Bucket, "command_id", cmd.ID, "purpose", cmd.Purpose)
+	log := c.commandLog(ctx, &cmd)
 
 	now := c.now()
 	if !cmd.Deadline.IsZero() && now.After(cmd.Deadline) {
+		defer c.keepAlive(msg, waited, c.publishTimeout).stop()
 		obs := c.observation(&cmd, now, httpcheck.Result{
 			Class: events.ClassCommandExpired,
 			Error: fmt.Sprintf("command expired before it ran: deadline %s, due %s, now %s",
@@ -64,7 +66,9 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		c.est.expired()
 		if c.publishAndAck(ctx, msg, obs, log) {
 			c.m.expired.Inc()
-			log.Debug("command expired; reported unchecked", "observation_id", obs.ID, "deadline", cmd.Deadline)
+			if log.debug() {
+				log.Debug("command expired; reported unchecked", "observation_id", obs.ID, "deadline", cmd.Deadline)
+			}
 		}
 		return
 	}
@@ -76,6 +80,7 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	}
 	timeout = min(timeout, MaxCheckTimeout)
 	spec.Timeout = events.Duration(timeout)
+	defer c.keepAlive(msg, waited, c.holdBound(timeout, spec.Redirects)).stop()
 	// Only sites with the alert policy read (and may write) KVRedirects.
 	var chain *chainRef
 	if spec.Redirects == events.RedirectAlert {
@@ -124,8 +129,10 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		// the pool away (135 to 800+ workers). So the publish counts for at
 		// most as long as the check. Failures still stay out.
 		c.est.finished(min(time.Since(t0), 2*took), ok)
-		log.Debug("checked", "observation_id", obs.ID, "class", obs.Class, "status", obs.StatusCode,
-			"took", took, "err", obs.Error)
+		if log.debug() {
+			log.Debug("checked", "observation_id", obs.ID, "class", obs.Class, "status", obs.StatusCode,
+				"took", took, "err", obs.Error)
+		}
 		if chain != nil && chain.record && ok {
 			c.recordChain(ctx, &cmd, chain, &res, log)
 		}
@@ -159,7 +166,7 @@ type chainRef struct {
 // replaced after the next ok check. If the key cannot be read at all the
 // check runs without a reference (as with the follow policy) and records
 // nothing: the monitor's trouble must not fail the site.
-func (c *Checker) readChain(ctx context.Context, cmd *events.CheckCommand, log *slog.Logger) *chainRef {
+func (c *Checker) readChain(ctx context.Context, cmd *events.CheckCommand, log commandLog) *chainRef {
 	ref := &chainRef{key: events.RedirectKey(cmd.SiteID, c.region)}
 	kctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
 	e, err := c.chains.Get(kctx, ref.key)
@@ -204,7 +211,7 @@ func (r *chainRef) judge(res *httpcheck.Result) {
 
 // recordChain stores the chain of an ok check as the accepted one. It never
 // overwrites a chain another check recorded meanwhile: that one stands.
-func (c *Checker) recordChain(ctx context.Context, cmd *events.CheckCommand, ref *chainRef, res *httpcheck.Result, log *slog.Logger) {
+func (c *Checker) recordChain(ctx context.Context, cmd *events.CheckCommand, ref *chainRef, res *httpcheck.Result, log commandLog) {
 	seen := res.RedirectChain
 	if seen == nil {
 		seen = []string{}
@@ -305,8 +312,14 @@ func (c *Checker) observation(cmd *events.CheckCommand, started time.Time, res h
 // the command. If the publish fails the command is negatively acknowledged
 // with a delay growing with its deliveries, to be checked again. It reports
 // whether the observation was published.
-func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *events.Observation, log *slog.Logger) bool {
-	log = log.With("observation_id", obs.ID)
+//
+// The acknowledgement is sent without waiting for the server's reply (Ack,
+// not DoubleAck): the observation is already durable when it is sent, so a
+// lost acknowledgement only means the command is delivered again after
+// AckWait and checked once more, the occasional second check the state
+// machine tolerates. Waiting would hold the worker for one more round trip
+// per check.
+func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *events.Observation, log commandLog) bool {
 	out, err := events.Marshal(obs)
 	if err != nil {
 		// Deterministic: a redelivery would fail the same way.
@@ -314,26 +327,98 @@ func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *eve
 		return false
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
-	_, err = c.js.PublishMsg(pctx, out, jetstream.WithExpectStream(events.StreamObservations))
+	_, err = c.js.PublishMsg(pctx, out, c.publishOpts...)
 	cancel()
 	if err != nil {
 		c.m.publishErrors.Inc()
 		delay := c.retryDelay(msg)
 		nakErr := msg.NakWithDelay(delay)
-		log.Warn("publish observation failed; command will be checked again",
+		log.Warn("publish observation failed; command will be checked again", "observation_id", obs.ID,
 			"err", fmt.Errorf("publish to %s: %w", obs.Envelope().NATSSubject, err), "retry_in", delay, "nak_err", nakErr)
 		return false
 	}
 	c.m.checks.WithLabelValues(string(obs.Class)).Inc()
-	actx, cancel := context.WithTimeout(ctx, c.publishTimeout)
-	err = msg.DoubleAck(actx)
-	cancel()
-	if err != nil {
+	if err := msg.Ack(); err != nil {
 		// The observation is durable; the command will be redelivered and
 		// checked once more, which the state machine tolerates.
-		log.Warn("acknowledge command failed; it may be checked again", "err", err)
+		log.Warn("acknowledge command failed; it may be checked again", "observation_id", obs.ID, "err", err)
 	}
 	return true
+}
+
+// commandLog logs about one command. Every record carries the site, its
+// bucket, the command ID and purpose, so one incident can be followed across
+// services. It builds no logger per command unless Debug is enabled: with
+// Debug off (the default) the attributes are attached only to the records
+// actually written, the rare warnings, rather than to a logger made for
+// every command and used by nothing.
+type commandLog struct {
+	base *slog.Logger
+	// with is base with the command's attributes; set only when Debug is
+	// enabled, when every command logs.
+	with *slog.Logger
+	cmd  *events.CheckCommand
+}
+
+func (c *Checker) commandLog(ctx context.Context, cmd *events.CheckCommand) commandLog {
+	l := commandLog{base: c.logger, cmd: cmd}
+	if c.logger.Enabled(ctx, slog.LevelDebug) {
+		l.with = c.logger.With(l.attrs()...)
+	}
+	return l
+}
+
+func (l commandLog) attrs() []any {
+	return []any{"site", l.cmd.SiteID, "bucket", l.cmd.Bucket, "command_id", l.cmd.ID, "purpose", l.cmd.Purpose}
+}
+
+// debug reports whether Debug records are written. Callers test it before
+// building a Debug record's arguments, which would otherwise be made for
+// nothing.
+func (l commandLog) debug() bool { return l.with != nil }
+
+// Debug logs at Debug level; it does nothing when Debug is off.
+func (l commandLog) Debug(msg string, args ...any) {
+	if l.with != nil {
+		l.with.Debug(msg, args...)
+	}
+}
+
+func (l commandLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args) }
+func (l commandLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args) }
+func (l commandLog) Error(msg string, args ...any) { l.log(slog.LevelError, msg, args) }
+
+func (l commandLog) log(level slog.Level, msg string, args []any) {
+	if l.with != nil {
+		l.with.Log(context.Background(), level, msg, args...)
+		return
+	}
+	l.base.Log(context.Background(), level, msg, append(l.attrs(), args...)...)
+}
+
+// holdBound is the longest handle may hold a command it checks after taking
+// it: the check (its timeout, and the context's grace past it), publishing
+// the observation and, for the alert redirect policy, reading and writing the
+// accepted chain. The acknowledgement does not wait.
+func (c *Checker) holdBound(timeout time.Duration, policy events.RedirectPolicy) time.Duration {
+	d := timeout + checkGrace + c.publishTimeout
+	if policy == events.RedirectAlert {
+		d += 2 * c.publishTimeout
+	}
+	return d
+}
+
+// keepAlive starts progress acknowledgements for a command that may be held
+// for up to hold after having waited on the client since its delivery (or
+// its last progress acknowledgement). A command the server would hear about
+// within progressEvery anyway needs none: with the default 10 s timeout a
+// check is held ~20 s at most, below the 30 s progressEvery, so only long
+// timeouts pay for a timer. It returns nil then; stopping nil does nothing.
+func (c *Checker) keepAlive(msg jetstream.Msg, waited, hold time.Duration) *progress {
+	if waited+hold <= c.progressEvery {
+		return nil
+	}
+	return startProgress(msg, c.progressEvery)
 }
 
 // retryDelay is how long a command whose observation could not be published
@@ -373,6 +458,9 @@ func startProgress(msg jetstream.Msg, every time.Duration) *progress {
 }
 
 func (p *progress) stop() {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	p.stopped = true
 	p.t.Stop()
