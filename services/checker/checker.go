@@ -83,7 +83,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -94,6 +93,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/checker/httpcheck"
+	"github.com/vigil-dev/vigil/services/ops"
 )
 
 // Prober runs one check. *httpcheck.Checker implements it; tests may use
@@ -110,6 +110,7 @@ type chainStore interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	ListKeysFiltered(ctx context.Context, filters ...string) (jetstream.KeyLister, error)
 }
 
 // Defaults of the options.

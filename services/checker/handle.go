@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -173,6 +174,9 @@ func (c *Checker) readChain(ctx context.Context, cmd *events.CheckCommand, log c
 	cancel()
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if cmd.Purpose == events.PurposeVerify {
+			return c.otherRegionChain(ctx, cmd, ref, log)
+		}
 		ref.record = true
 		return ref
 	case err != nil:
@@ -195,6 +199,44 @@ func (c *Checker) readChain(ctx context.Context, cmd *events.CheckCommand, log c
 	ref.accepted, ref.found = a.Chain, true
 	if ref.accepted == nil {
 		ref.accepted = []string{}
+	}
+	return ref
+}
+
+// otherRegionChain is the reference of a verification in a region with no
+// accepted chain of its own. Such a region checks the site only when asked to
+// confirm an incident, so it has never recorded one: it judges by the chain
+// another region accepted (the primary's, in practice the only one with
+// scheduled checks), and records nothing, since a verification must not
+// accept the very change it is asked to confirm.
+func (c *Checker) otherRegionChain(ctx context.Context, cmd *events.CheckCommand, ref *chainRef, log commandLog) *chainRef {
+	kctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	defer cancel()
+	lister, err := c.chains.ListKeysFiltered(kctx, events.RedirectSiteFilter(cmd.SiteID))
+	if err != nil {
+		log.Warn("cannot list the accepted redirect chains; verifying without one",
+			"kv", events.KVRedirects, "err", err)
+		return ref
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // the same choice in every checker
+	for _, k := range keys {
+		e, err := c.chains.Get(kctx, k)
+		if err != nil {
+			continue
+		}
+		var a acceptedChain
+		if json.Unmarshal(e.Value(), &a) != nil || a.URL != cmd.Check.URL {
+			continue
+		}
+		ref.accepted, ref.found = a.Chain, true
+		if ref.accepted == nil {
+			ref.accepted = []string{}
+		}
+		return ref
 	}
 	return ref
 }

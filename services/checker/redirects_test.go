@@ -250,6 +250,46 @@ func (f *failingChains) Update(context.Context, string, []byte, uint64) (uint64,
 	return 0, errors.New("nats: timeout")
 }
 
+func (f *failingChains) ListKeysFiltered(context.Context, ...string) (jetstream.KeyLister, error) {
+	f.calls.Add(1)
+	return nil, errors.New("nats: timeout")
+}
+
+// A region asked to verify has no accepted chain of its own (it checks the
+// site only when asked): it judges by the chain another region accepted, and
+// records none, so it cannot accept the change it is asked to confirm.
+func TestRedirectAlertVerificationUsesAnotherRegionsChain(t *testing.T) {
+	ns := natstest.Start(t, true)
+	srv := newRedirectServer(t, "/c")
+	c, _ := newTestChecker(t, ns.JS, engine(t))
+	start(t, c)
+	kv := redirectsKV(t, ns.JS)
+	url := srv.URL + "/a"
+	val, _ := json.Marshal(acceptedChain{URL: url, Chain: []string{srv.URL + "/b"}, At: time.Now().UTC()})
+	if _, err := kv.Put(context.Background(), events.RedirectKey("geo-1", "primary"), val); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(due time.Time) *events.CheckCommand {
+		cmd := alertCommand("geo-1", url, due)
+		cmd.Purpose = events.PurposeVerify
+		cmd.IncidentID = "01JINCIDENT0000000000000000"
+		cmd.ID = events.CommandID(cmd.SiteID, cmd.Region, cmd.Purpose, due)
+		return cmd
+	}
+
+	o := checkOnce(t, ns.JS, verify(time.Now()), 1)
+	if o.Class != events.ClassRedirectPolicy || !strings.Contains(o.Error, srv.URL+"/b") || !strings.Contains(o.Error, srv.URL+"/c") {
+		t.Fatalf("verification of a changed chain: class %s err %q, want redirect_policy naming both chains", o.Class, o.Error)
+	}
+	srv.target.Store("/b")
+	if o := checkOnce(t, ns.JS, verify(time.Now().Add(time.Second)), 2); o.Class != events.ClassOK {
+		t.Fatalf("verification of the accepted chain: class %s err %q", o.Class, o.Error)
+	}
+	if _, _, ok := accepted(t, kv, "geo-1"); ok {
+		t.Fatal("a verification recorded a chain for its own region")
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
 type syncBuffer struct {
 	mu sync.Mutex
