@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/lease"
+	"github.com/vigil-dev/vigil/services/ops"
 	"github.com/vigil-dev/vigil/services/scheduler"
 )
 

@@ -257,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.Setup.RegisterSeconds = round3(time.Since(t).Seconds())
 	r.Setup.RegisterPerSec = round3(float64(cfg.Sites) / time.Since(t).Seconds())
-	logf("registered in %.1fs; starting scheduler, checker (local) and state machine", r.Setup.RegisterSeconds)
+	logf("registered in %.1fs; starting scheduler, checker (local), state machine and projector", r.Setup.RegisterSeconds)
 	if err := v.start(res, roots, cfg.HTTPAddr); err != nil {
 		return nil, err
 	}
