@@ -190,6 +190,48 @@ type Observation struct {
 	Error         string   `json:"error,omitempty"`
 }
 
+// ObservationSummary is the part of an Observation that consumers reading
+// every observation need: what happened to which site, when, from where.
+// Decoding an observation into it (events.Decode) skips the IDs, the redirect
+// chain, the error text and most of the TLS facts, which most observations'
+// readers never look at. It is not a message of its own: it reads the
+// Observation's JSON.
+type ObservationSummary struct {
+	ID         string    `json:"id"`
+	SiteID     string    `json:"site_id"`
+	Region     string    `json:"region"`
+	Purpose    Purpose   `json:"purpose"`
+	StartedAt  time.Time `json:"started_at"`
+	Class      Class     `json:"class"`
+	StatusCode int       `json:"status_code,omitempty"`
+	Timings    Timings   `json:"timings"`
+	// TLS is set when the site presented a certificate.
+	TLS *CertExpiry `json:"tls,omitempty"`
+}
+
+// CertExpiry is the certificate's expiry of TLSInfo.
+type CertExpiry struct {
+	NotAfter time.Time `json:"not_after"`
+}
+
+// Envelope is enough of the observation's envelope for Decode to check the
+// message's type and ID.
+func (o *ObservationSummary) Envelope() Envelope {
+	return Envelope{ID: o.ID, Type: TypeObservation}
+}
+
+// Observation returns the summarized fields as an Observation.
+func (o *ObservationSummary) Observation() *Observation {
+	out := &Observation{
+		ID: o.ID, SiteID: o.SiteID, Bucket: Bucket(o.SiteID), Region: o.Region, Purpose: o.Purpose,
+		StartedAt: o.StartedAt, Class: o.Class, StatusCode: o.StatusCode, Timings: o.Timings,
+	}
+	if o.TLS != nil {
+		out.TLS = &TLSInfo{NotAfter: o.TLS.NotAfter}
+	}
+	return out
+}
+
 // Envelope implements Message.
 func (o *Observation) Envelope() Envelope {
 	return Envelope{

@@ -195,6 +195,8 @@ func merge(older, newer *batch) *batch {
 
 func (a *Applier) write(ctx context.Context, tx *sql.Tx, b *batch) error {
 	d := a.db.D
+	stmts := stmtCache{tx: tx}
+	defer stmts.close()
 	// site_status: freshness columns, never moving last_checked_at back.
 	// last_checked_at is assigned last: MySQL evaluates the assignments in
 	// order and the others compare against its old value.
@@ -223,7 +225,7 @@ func (a *Applier) write(ctx context.Context, tx *sql.Tx, b *batch) error {
 		}
 		q := "INSERT INTO site_status (site_id, last_checked_at, last_class, last_status_code, last_response_ms, last_region, cert_not_after) VALUES " +
 			placeholders(len(chunk), 7) + statusTail
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		if _, err := stmts.exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("site_status: %w", err)
 		}
 	}
@@ -259,7 +261,7 @@ func (a *Applier) write(ctx context.Context, tx *sql.Tx, b *batch) error {
 			for _, k := range chunk {
 				args = append(args, k.site)
 			}
-			rows, err := tx.QueryContext(ctx, "SELECT site_id, rt_hist FROM "+table+" WHERE period_start = ? AND site_id IN ("+
+			rows, err := stmts.query(ctx, "SELECT site_id, rt_hist FROM "+table+" WHERE period_start = ? AND site_id IN ("+
 				strings.TrimSuffix(strings.Repeat("?, ", len(chunk)), ", ")+") AND rt_hist IS NOT NULL", args...)
 			if err != nil {
 				return fmt.Errorf("%s: %w", table, err)
@@ -295,7 +297,7 @@ func (a *Applier) write(ctx context.Context, tx *sql.Tx, b *batch) error {
 			}
 			q := "INSERT INTO " + table + " (site_id, period_start, checks, failures, rt_p50_ms, rt_p95_ms, rt_p99_ms, rt_hist) VALUES " +
 				placeholders(len(chunk), 8) + upsertTail
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			if _, err := stmts.exec(ctx, q, args...); err != nil {
 				return fmt.Errorf("%s: %w", table, err)
 			}
 		}
@@ -403,15 +405,61 @@ func Follow(ctx context.Context, js jetstream.JetStream, a *Applier, opts Follow
 		if err != nil {
 			continue
 		}
-		var o events.Observation
-		if _, err := events.Decode(m.Headers(), m.Data(), &o); err != nil {
+		// The summary is all the applier reads of an observation.
+		var sum events.ObservationSummary
+		if _, err := events.Decode(m.Headers(), m.Data(), &sum); err != nil {
 			bad++
 			a.cfg.Logger.Warn("undecodable observation skipped", "seq", md.Sequence.Stream, "err", err, "skipped", bad)
 			// The sequence still counts as read.
 			a.Observe(md.Sequence.Stream, &events.Observation{})
 			continue
 		}
-		a.Observe(md.Sequence.Stream, &o)
+		a.Observe(md.Sequence.Stream, sum.Observation())
+	}
+}
+
+// stmtCache prepares each statement of a flush once. A flush runs the same
+// few multi-row statements hundreds of times (one per chunk of rows), and
+// parsing a 500-row statement afresh each time was a sixth of the flush.
+type stmtCache struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (c *stmtCache) prepare(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := c.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := c.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if c.stmts == nil {
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	c.stmts[q] = st
+	return st, nil
+}
+
+func (c *stmtCache) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := c.prepare(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (c *stmtCache) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := c.prepare(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (c *stmtCache) close() {
+	for _, st := range c.stmts {
+		_ = st.Close()
 	}
 }
 

@@ -252,7 +252,7 @@ func (st *SiteState) Observe(site events.Site, obs events.Observation, env Env) 
 // health (an impaired region only ever turns a failure into "unknown"). The
 // state machine acknowledges such observations without reading the site's
 // configuration.
-func Uneventful(obs *events.Observation) bool {
+func Uneventful(obs *events.ObservationSummary) bool {
 	if obs.Class.Side() != events.SideOK {
 		return false
 	}

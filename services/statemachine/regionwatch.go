@@ -131,25 +131,8 @@ func (r *regionWatch) record(ev events.RegionEvent) {
 	}
 }
 
-// windowObservation is what the region watch reads of an observation.
-// Decoding only these fields skips the timings, TLS facts and redirect chain
-// of every observation in the stream.
-type windowObservation struct {
-	ID        string       `json:"id"`
-	SiteID    string       `json:"site_id"`
-	Region    string       `json:"region"`
-	Class     events.Class `json:"class"`
-	StartedAt time.Time    `json:"started_at"`
-}
-
-// Envelope is enough of an observation's envelope for events.Decode to check
-// the message's type and ID.
-func (o *windowObservation) Envelope() events.Envelope {
-	return events.Envelope{ID: o.ID, Type: events.TypeObservation}
-}
-
 // observe counts one observation in its window.
-func (r *regionWatch) observe(obs windowObservation) {
+func (r *regionWatch) observe(obs events.ObservationSummary) {
 	start := obs.StartedAt.Truncate(r.th.Window)
 	if start.Before(r.started) {
 		return // a window this instance did not see whole
@@ -287,7 +270,7 @@ func (r *regionWatch) run(ctx context.Context) error {
 		return fmt.Errorf("count observations: %w", err)
 	}
 	obsCC, err := obsCons.Consume(func(m jetstream.Msg) {
-		var obs windowObservation
+		var obs events.ObservationSummary
 		if _, err := events.Decode(m.Headers(), m.Data(), &obs); err == nil {
 			r.observe(obs)
 		}

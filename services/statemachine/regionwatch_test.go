@@ -15,7 +15,7 @@ func TestRegionWatchJudge(t *testing.T) {
 	th := DefaultRegionThresholds()
 	r := newRegionWatch(nil, nil, th, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return start })
 	obs := func(region, site string, class events.Class, at time.Time) {
-		r.observe(windowObservation{Region: region, SiteID: site, Class: class, StartedAt: at})
+		r.observe(events.ObservationSummary{Region: region, SiteID: site, Class: class, StartedAt: at})
 	}
 	// Window 1: "eu" fails on 60 sites, "us" on 40 of 100 checks.
 	for i := range 60 {
@@ -66,33 +66,10 @@ func TestRegionWatchSkipsPartialWindows(t *testing.T) {
 	th := DefaultRegionThresholds()
 	r := newRegionWatch(nil, nil, th, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return start })
 	for i := range 100 {
-		r.observe(windowObservation{Region: "eu", SiteID: fmt.Sprint(i), Class: events.ClassTimeout, StartedAt: start.Add(time.Second)})
+		r.observe(events.ObservationSummary{Region: "eu", SiteID: fmt.Sprint(i), Class: events.ClassTimeout, StartedAt: start.Add(time.Second)})
 	}
 	if evs := r.judge(start.Add(time.Hour)); len(evs) != 0 {
 		t.Errorf("judged a partial window: %+v", evs)
 	}
 }
 
-// The watch decodes only part of an observation: the part must come out of a
-// real encoded observation whole.
-func TestWindowObservationDecodes(t *testing.T) {
-	at := time.Date(2026, 11, 23, 10, 0, 1, 500, time.UTC)
-	full := events.Observation{
-		ID: "01JOBSERVATION000000000000", SiteID: "shop", Bucket: events.Bucket("shop"), Region: "eu",
-		CheckerID: "c1", CommandID: "cmd", Purpose: events.PurposeScheduled, DueAt: at, StartedAt: at,
-		Class: events.ClassConnectTimeout, RedirectChain: []string{"https://a/"},
-		TLS: &events.TLSInfo{NotAfter: at.Add(time.Hour)}, Error: "dial: timeout",
-	}
-	msg, err := events.Marshal(&full)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got windowObservation
-	if _, err := events.Decode(msg.Header, msg.Data, &got); err != nil {
-		t.Fatal(err)
-	}
-	want := windowObservation{ID: full.ID, SiteID: full.SiteID, Region: full.Region, Class: full.Class, StartedAt: at}
-	if got != want {
-		t.Fatalf("decoded %+v, want %+v", got, want)
-	}
-}

@@ -303,15 +303,19 @@ func (w *worker) handle(ctx context.Context, m jetstream.Msg) {
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
-	var obs events.Observation
-	if _, err := events.Decode(m.Headers(), m.Data(), &obs); err != nil {
-		w.s.m.observations.WithLabelValues("poison").Inc()
-		w.logger.Warn("quarantined an undecodable observation", "subject", m.Subject(), "stream_seq", seq, "err", err)
-		_ = m.TermWithReason("undecodable observation: " + err.Error())
-		w.advance(seq)
+	// Most observations are healthy checks of healthy sites: the summary
+	// tells, and the whole observation is decoded only when it may matter.
+	var sum events.ObservationSummary
+	if _, err := events.Decode(m.Headers(), m.Data(), &sum); err != nil {
+		w.quarantine(m, seq, err)
 		return
 	}
-	if w.ackUneventful(m, seq, &obs) {
+	if w.ackUneventful(m, seq, &sum) {
+		return
+	}
+	var obs events.Observation
+	if _, err := events.Decode(m.Headers(), m.Data(), &obs); err != nil {
+		w.quarantine(m, seq, err)
 		return
 	}
 	logger := w.logger.With("site", obs.SiteID, "msg_id", obs.ID)
@@ -353,11 +357,21 @@ func (w *worker) handle(ctx context.Context, m jetstream.Msg) {
 	w.ackLocked(m, seq, obs.SiteID, obs.ID)
 }
 
+// quarantine terminates an undecodable observation: the server never
+// redelivers it and announces it, with the reason, in a terminated-delivery
+// advisory. The bucket moves past it.
+func (w *worker) quarantine(m jetstream.Msg, seq uint64, err error) {
+	w.s.m.observations.WithLabelValues("poison").Inc()
+	w.logger.Warn("quarantined an undecodable observation", "subject", m.Subject(), "stream_seq", seq, "err", err)
+	_ = m.TermWithReason("undecodable observation: " + err.Error())
+	w.advance(seq)
+}
+
 // ackUneventful acknowledges obs without reading the site's configuration if
 // it can change nothing: a healthy observation (Uneventful) of a site with no
 // state. Most observations of a large fleet are that. It reports whether it
 // did.
-func (w *worker) ackUneventful(m jetstream.Msg, seq uint64, obs *events.Observation) bool {
+func (w *worker) ackUneventful(m jetstream.Msg, seq uint64, obs *events.ObservationSummary) bool {
 	if !Uneventful(obs) {
 		return false
 	}

@@ -233,7 +233,12 @@ func New(opts Options) (*Checker, error) {
 		// never kept for another check.
 		DisableKeepAlives:      true,
 		MaxResponseHeaderBytes: maxHeaderBytes,
-		Protocols:              &protocols,
+		// Every check dials afresh, so every check allocates these buffers
+		// (4 KiB each by default). A check's request is a few hundred
+		// bytes; longer response lines are read in several pieces.
+		WriteBufferSize: 1 << 10,
+		ReadBufferSize:  2 << 10,
+		Protocols:       &protocols,
 		// No ResponseHeaderTimeout: the request's context ends at the
 		// check's deadline, which comes before any such timeout would.
 	}

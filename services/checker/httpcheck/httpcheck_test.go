@@ -922,3 +922,22 @@ func TestSourceAddr(t *testing.T) {
 		t.Errorf("server saw the check from %q, want 127.0.0.7", got)
 	}
 }
+
+// The transport's read buffer is small (every check allocates it afresh):
+// response lines longer than it, and long request headers, still work.
+func TestLongHeaderLines(t *testing.T) {
+	long := strings.Repeat("v", 12<<10)
+	s := quietServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Long-Request") != long {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Long", long)
+		fmt.Fprint(w, "hello")
+	}))
+	c := newChecker(t, nil)
+	sp := spec(named(s, "site.test", "/"))
+	sp.Headers = map[string]string{"X-Long-Request": long}
+	r := c.Check(context.Background(), sp)
+	wantClass(t, r, events.ClassOK)
+}
