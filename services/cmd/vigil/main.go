@@ -115,8 +115,20 @@ func (c *cli) setup(name string, profile config.Profile, fs *flag.FlagSet, args 
 	return cfg, pos, logger, -1
 }
 
-// connect opens a connection to the NATS server of a separately run service.
-func connect(cfg *config.Config, name string, logger *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// connect opens a command's connection to the NATS server at --nats. On
+// failure it reports on stderr and ok is false: the command exits with
+// exitError.
+func (c *cli) connect(cfg *config.Config, name string, logger *slog.Logger) (nc *nats.Conn, js jetstream.JetStream, ok bool) {
+	nc, js, err := dial(cfg, name, logger)
+	if err != nil {
+		fmt.Fprintln(c.stderr, "vigil:", err)
+		return nil, nil, false
+	}
+	return nc, js, true
+}
+
+// dial opens a connection to the NATS server of a separately run service.
+func dial(cfg *config.Config, name string, logger *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(cfg.NATS.URL,
 		nats.Name(name),
 		nats.MaxReconnects(-1),

@@ -113,9 +113,8 @@ func runProjections(ctx context.Context, c *cli, args []string) int {
 		return exitError
 	}
 	defer db.Close()
-	nc, js, err := connect(cfg, "vigil-projections", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-projections", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()

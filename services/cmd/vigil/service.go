@@ -31,9 +31,8 @@ func runService(ctx context.Context, c *cli, name string, args []string, build b
 		return exitError
 	}
 	defer l.Close()
-	nc, js, err := connect(cfg, "vigil-"+name, logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-"+name, logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()

@@ -217,9 +217,8 @@ func sitesAdd(ctx context.Context, c *cli, args []string) int {
 		return sitesFailure(c, cmd, err)
 	}
 
-	nc, js, err := connect(cfg, "vigil-sites", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
@@ -246,9 +245,8 @@ func sitesList(ctx context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stderr, "vigil sites list: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
-	nc, js, err := connect(cfg, "vigil-sites", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
@@ -327,16 +325,18 @@ func sitesChange(ctx context.Context, c *cli, verb string, args []string) int {
 		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
 		return exitUsage
 	}
-	nc, js, err := connect(cfg, "vigil-sites", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, sitesOpTimeout)
 	defer cancel()
 	reg := sites.NewRegistry(js, sites.WithActor("cli"))
-	var changed bool
+	var (
+		changed bool
+		err     error
+	)
 	switch verb {
 	case "pause":
 		_, changed, err = reg.Pause(ctx, id)
@@ -398,9 +398,8 @@ func sitesApply(ctx context.Context, c *cli, args []string) int {
 		return exitUsage
 	}
 
-	nc, js, err := connect(cfg, "vigil-sites", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
@@ -499,9 +498,8 @@ func sitesAcceptRedirects(ctx context.Context, c *cli, args []string) int {
 			return exitUsage
 		}
 	}
-	nc, js, err := connect(cfg, "vigil-sites", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()

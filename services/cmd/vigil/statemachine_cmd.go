@@ -46,9 +46,8 @@ func runReplay(ctx context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stderr, "vigil statemachine replay: --bucket %d is out of range [0,%d)\n", *bucket, events.Buckets)
 		return exitUsage
 	}
-	nc, js, err := connect(cfg, "vigil-replay", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-replay", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
@@ -65,7 +64,7 @@ func runReplay(ctx context.Context, c *cli, args []string) int {
 	}
 	enc := json.NewEncoder(c.stdout)
 	n := 0
-	err = rep.Replay(ctx, js, *from, *to, *bucket, func(obs events.Observation, out statemachine.Output) error {
+	err := rep.Replay(ctx, js, *from, *to, *bucket, func(obs events.Observation, out statemachine.Output) error {
 		if *site != "" && obs.SiteID != *site {
 			return nil
 		}

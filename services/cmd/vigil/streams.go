@@ -21,9 +21,8 @@ func runStreams(ctx context.Context, c *cli, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	nc, js, err := connect(cfg, "vigil-streams", logger)
-	if err != nil {
-		fmt.Fprintln(c.stderr, "vigil:", err)
+	nc, js, ok := c.connect(cfg, "vigil-streams", logger)
+	if !ok {
 		return exitError
 	}
 	defer nc.Close()
