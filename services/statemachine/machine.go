@@ -246,14 +246,15 @@ func (st *SiteState) Observe(site events.Site, obs events.Observation, env Env) 
 }
 
 // Uneventful reports whether obs changes nothing when applied to a site with
-// no state: a result on the site's OK side whose certificate, if any, is more
-// than 30 days from expiry. Observe then opens nothing, issues no advisory and
-// leaves a trivial state, whatever the site's configuration or the regions'
-// health (an impaired region only ever turns a failure into "unknown"). The
-// state machine acknowledges such observations without reading the site's
-// configuration.
+// no state: a result that is not a site-side failure (ok, or the monitor's
+// own trouble such as an expired command) whose certificate, if any, is more
+// than 30 days from expiry. Observe then opens nothing, issues no advisory
+// and leaves a trivial state, whatever the site's configuration or the
+// regions' health (an impaired region only ever turns a failure into
+// "unknown"). The state machine acknowledges such observations without
+// reading the site's configuration.
 func Uneventful(obs *events.ObservationSummary) bool {
-	if obs.Class.Side() != events.SideOK {
+	if obs.Class.Side() == events.SideSite {
 		return false
 	}
 	if obs.TLS == nil || obs.TLS.NotAfter.IsZero() {

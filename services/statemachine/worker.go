@@ -380,7 +380,7 @@ func (w *worker) ackUneventful(m jetstream.Msg, seq uint64, obs *events.Observat
 	if _, has := w.states[obs.SiteID]; has || w.stale || w.stopped {
 		return false
 	}
-	w.s.m.observations.WithLabelValues("healthy").Inc()
+	w.s.m.observations.WithLabelValues("uneventful").Inc()
 	w.ackLocked(m, seq, obs.SiteID, obs.ID)
 	return true
 }
