@@ -72,4 +72,3 @@ func TestRegionWatchSkipsPartialWindows(t *testing.T) {
 		t.Errorf("judged a partial window: %+v", evs)
 	}
 }
-
