@@ -250,11 +250,14 @@ func (m *Manager) Owned() []int {
 // Run campaigns for and renews leases until ctx is done. On return every lease
 // has been given up locally (OnLose called) and, unless WithoutRelease was
 // given, deleted from the KV bucket best-effort together with the heartbeat.
-// It returns an error only when it cannot start (the KV bucket's TTL does not
-// match the lease period); otherwise ctx's error.
+// It returns an error only when it cannot start (the KV bucket is missing, or
+// its TTL does not match the lease period); otherwise ctx's error.
 func (m *Manager) Run(ctx context.Context) error {
-	st, err := m.kv.Status(ctx)
+	st, err := m.status(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("lease %s: read kv %s status: %w", m.service, m.kv.Bucket(), err)
 	}
 	if st.TTL() != m.o.ttl {
@@ -283,6 +286,30 @@ func (m *Manager) Run(ctx context.Context) error {
 		start := time.Now()
 		m.round(ctx)
 		timer.Reset(max(m.renew-time.Since(start), 0))
+	}
+}
+
+// status reads the bucket's status. A server too busy to answer in time (the
+// bench saw it while a million sites were being registered) is retried: only
+// a missing bucket, or ctx's end, is final. Giving up on a timeout would stop
+// the whole service for good.
+func (m *Manager) status(ctx context.Context) (jetstream.KeyValueStatus, error) {
+	backoff := 250 * time.Millisecond
+	for {
+		st, err := m.kv.Status(ctx)
+		switch {
+		case err == nil:
+			return st, nil
+		case ctx.Err() != nil, errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, err
+		}
+		m.logger.Warn("read lease bucket status; retrying", "kv", m.kv.Bucket(), "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,5 +424,35 @@ func TestSingleLeaseIsLeaderElection(t *testing.T) {
 	waitFor(t, lease.MaxHandover(ttl)+2*time.Second, "beta takes over", func() bool { return len(b.m.Owned()) == 1 })
 	if got := b.m.Owned(); got[0] != 0 {
 		t.Errorf("beta owns %v", got)
+	}
+}
+
+// slowStatus is a lease bucket whose Status times out a few times first, as
+// on a server too busy to answer.
+type slowStatus struct {
+	jetstream.KeyValue
+	failures atomic.Int32
+}
+
+func (s *slowStatus) Status(ctx context.Context) (jetstream.KeyValueStatus, error) {
+	if s.failures.Add(-1) >= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return s.KeyValue.Status(ctx)
+}
+
+// A timeout reading the bucket's status at start is retried, not fatal: the
+// manager goes on to take the buckets.
+func TestStatusTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t, true)
+	kv := &slowStatus{KeyValue: leasesKV(t, srv.JS)}
+	kv.failures.Store(2)
+	r := start(t, kv, "patient")
+	waitFor(t, 10*time.Second, "buckets owned after two status timeouts", func() bool { return len(r.m.Owned()) == events.Buckets })
+	select {
+	case err := <-r.done:
+		t.Fatalf("Run returned %v", err)
+	default:
 	}
 }
