@@ -220,16 +220,17 @@ func (o *ObservationSummary) Envelope() Envelope {
 	return Envelope{ID: o.ID, Type: TypeObservation}
 }
 
-// Observation returns the summarized fields as an Observation.
-func (o *ObservationSummary) Observation() *Observation {
-	out := &Observation{
-		ID: o.ID, SiteID: o.SiteID, Bucket: Bucket(o.SiteID), Region: o.Region, Purpose: o.Purpose,
+// Summary returns the summarized fields of o: what decoding o's message
+// into an ObservationSummary gives.
+func (o *Observation) Summary() *ObservationSummary {
+	sum := &ObservationSummary{
+		ID: o.ID, SiteID: o.SiteID, Region: o.Region, Purpose: o.Purpose,
 		StartedAt: o.StartedAt, Class: o.Class, StatusCode: o.StatusCode, Timings: o.Timings,
 	}
 	if o.TLS != nil {
-		out.TLS = &TLSInfo{NotAfter: o.TLS.NotAfter}
+		sum.TLS = &CertExpiry{NotAfter: o.TLS.NotAfter}
 	}
-	return out
+	return sum
 }
 
 // Envelope implements Message.

@@ -66,7 +66,7 @@ func observe(t *testing.T, db *store.DB, sites int) {
 		if i%5 == 0 {
 			class = events.ClassTimeout
 		}
-		a.Observe(uint64(i+1), &events.Observation{
+		a.Observe(uint64(i+1), &events.ObservationSummary{
 			ID: events.DeriveID(base, "obs", site, pad(i)), SiteID: site, Region: "eu", Class: class, StatusCode: 200,
 			StartedAt: base.Add(time.Duration(i) * 37 * time.Second), Timings: events.Timings{TotalMs: float64(50 + i%40)},
 		})

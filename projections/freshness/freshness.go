@@ -103,9 +103,10 @@ func New(db *store.DB, cfg Config) *Applier {
 	return &Applier{db: db, cfg: cfg, pending: newBatch()}
 }
 
-// Observe takes one observation; seq is its OBSERVATIONS sequence (0 if it
-// did not come from the stream). Nothing is written until the next flush.
-func (a *Applier) Observe(seq uint64, o *events.Observation) {
+// Observe takes one observation's summary (all the applier reads of it); seq
+// is its OBSERVATIONS sequence (0 if it did not come from the stream).
+// Nothing is written until the next flush.
+func (a *Applier) Observe(seq uint64, o *events.ObservationSummary) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := a.pending
@@ -411,10 +412,10 @@ func Follow(ctx context.Context, js jetstream.JetStream, a *Applier, opts Follow
 			bad++
 			a.cfg.Logger.Warn("undecodable observation skipped", "seq", md.Sequence.Stream, "err", err, "skipped", bad)
 			// The sequence still counts as read.
-			a.Observe(md.Sequence.Stream, &events.Observation{})
+			a.Observe(md.Sequence.Stream, &events.ObservationSummary{})
 			continue
 		}
-		a.Observe(md.Sequence.Stream, sum.Observation())
+		a.Observe(md.Sequence.Stream, &sum)
 	}
 }
 

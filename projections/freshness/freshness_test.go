@@ -52,7 +52,7 @@ func TestCoalescedFlush(t *testing.T) {
 				if i%50 == 49 {
 					class = events.ClassMonitorNetwork // not a site failure
 				}
-				a.Observe(uint64(i+1), obs(site, i, class, float64(100+i%100)))
+				a.Observe(uint64(i+1), obs(site, i, class, float64(100+i%100)).Summary())
 			}
 			if n := count(t, db, "SELECT COUNT(*) FROM site_status"); n != 0 {
 				t.Fatalf("%d rows written before a flush", n)
@@ -94,8 +94,8 @@ func TestCoalescedFlush(t *testing.T) {
 			}
 			// A second flush adds; an older observation does not move
 			// last_checked_at back.
-			a.Observe(301, obs("s0", 400, events.ClassOK, 5000))
-			a.Observe(302, obs("s1", 1, events.ClassOK, 100))
+			a.Observe(301, obs("s0", 400, events.ClassOK, 5000).Summary())
+			a.Observe(302, obs("s1", 1, events.ClassOK, 100).Summary())
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -123,14 +123,14 @@ func TestFlushFailureKeepsObservations(t *testing.T) {
 	db := testenv.SQLite(t)
 	ctx := context.Background()
 	a := freshness.New(db, freshness.Config{})
-	a.Observe(1, obs("x", 1, events.ClassOK, 10))
+	a.Observe(1, obs("x", 1, events.ClassOK, 10).Summary())
 	if _, err := db.W.ExecContext(ctx, "ALTER TABLE site_status RENAME TO site_status_away"); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Flush(ctx); err == nil {
 		t.Fatal("flush into a missing table succeeded")
 	}
-	a.Observe(2, obs("x", 2, events.ClassOK, 10))
+	a.Observe(2, obs("x", 2, events.ClassOK, 10).Summary())
 	if _, err := db.W.ExecContext(ctx, "ALTER TABLE site_status_away RENAME TO site_status"); err != nil {
 		t.Fatal(err)
 	}

@@ -53,12 +53,7 @@ func TestUneventful(t *testing.T) {
 		st := &SiteState{}
 		out := st.Observe(site, obs, env)
 		empty := reflect.DeepEqual(out, Output{}) && trivial(st)
-		sum := events.ObservationSummary{ID: obs.ID, SiteID: obs.SiteID, Region: obs.Region, Purpose: obs.Purpose,
-			StartedAt: obs.StartedAt, Class: obs.Class}
-		if obs.TLS != nil {
-			sum.TLS = &events.CertExpiry{NotAfter: obs.TLS.NotAfter}
-		}
-		if Uneventful(&sum) {
+		if Uneventful(obs.Summary()) {
 			accepted++
 			if !empty {
 				t.Fatalf("Uneventful(%+v) but Observe gave %+v, state %+v", obs, out, st)

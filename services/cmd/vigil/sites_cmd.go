@@ -305,6 +305,21 @@ func formatLabels(m map[string]string) string {
 	return strings.Join(keys, ",")
 }
 
+// siteIDArg returns the one site ID a command takes. On failure it reports
+// on stderr, with the usage, and ok is false: the command exits with
+// exitUsage.
+func (c *cli) siteIDArg(cmd, usage string, pos []string) (id string, ok bool) {
+	if len(pos) != 1 {
+		fmt.Fprintf(c.stderr, "vigil %s: want one site ID; usage: %s\n", cmd, usage)
+		return "", false
+	}
+	if err := events.ValidateSiteID(pos[0]); err != nil {
+		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+		return "", false
+	}
+	return pos[0], true
+}
+
 func sitesChange(ctx context.Context, c *cli, verb string, args []string) int {
 	cmd := "sites " + verb
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -316,13 +331,8 @@ func sitesChange(ctx context.Context, c *cli, verb string, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.stderr, "vigil %s: want one site ID; usage: vigil sites %s ID\n", cmd, verb)
-		return exitUsage
-	}
-	id := pos[0]
-	if err := events.ValidateSiteID(id); err != nil {
-		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+	id, ok := c.siteIDArg(cmd, "vigil sites "+verb+" ID", pos)
+	if !ok {
 		return exitUsage
 	}
 	nc, js, ok := c.connect(cfg, "vigil-sites", logger)
@@ -483,13 +493,8 @@ func sitesAcceptRedirects(ctx context.Context, c *cli, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.stderr, "vigil %s: want one site ID; usage: vigil sites accept-redirects ID [--site-region R]\n", cmd)
-		return exitUsage
-	}
-	id := pos[0]
-	if err := events.ValidateSiteID(id); err != nil {
-		fmt.Fprintf(c.stderr, "vigil %s: %v\n", cmd, err)
+	id, ok := c.siteIDArg(cmd, "vigil sites accept-redirects ID [--site-region R]", pos)
+	if !ok {
 		return exitUsage
 	}
 	if *region != "" {
