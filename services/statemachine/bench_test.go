@@ -93,12 +93,7 @@ func consumedAll(js jetstream.JetStream, siteIDs []string) bool {
 			continue
 		}
 		seen[bkt] = true
-		c, err := js.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(bkt))
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+		if ok, err := statemachine.CaughtUp(context.Background(), js, bkt); err != nil || !ok {
 			return false
 		}
 	}

@@ -105,7 +105,7 @@ func TestKill9(t *testing.T) {
 		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond)
 		done := h.allConsumed(siteList)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		t.Logf("kill %d: %d observations still unacknowledged", kills+1, h.pending(siteList))
+		t.Logf("kill %d: %d buckets not caught up", kills+1, h.pending(siteList))
 		_ = cmd.Wait()
 		kills++
 		if done {
@@ -134,9 +134,11 @@ func TestKill9(t *testing.T) {
 	}
 }
 
-// pending counts the observations of siteList's buckets not yet acknowledged.
-func (h *harness) pending(siteList []events.Site) uint64 {
-	var n uint64
+// pending counts the buckets of siteList that have not yet applied all their
+// observations (statemachine.CaughtUp).
+func (h *harness) pending(siteList []events.Site) int {
+	h.t.Helper()
+	n := 0
 	seen := map[int]bool{}
 	for _, s := range siteList {
 		b := events.Bucket(s.ID)
@@ -144,21 +146,13 @@ func (h *harness) pending(siteList []events.Site) uint64 {
 			continue
 		}
 		seen[b] = true
-		c, err := h.srv.JS.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(b))
-		if err != nil {
-			n++ // not created yet: nothing of the bucket is consumed
-			continue
-		}
-		info, err := c.Info(context.Background())
-		if err != nil {
+		if ok, err := statemachine.CaughtUp(context.Background(), h.srv.JS, b); err != nil || !ok {
 			n++ // unknown counts as not done
-			continue
 		}
-		n += info.NumPending + uint64(info.NumAckPending)
 	}
 	return n
 }
 
-// allConsumed reports whether every site's bucket consumer has acknowledged
-// all its observations.
+// allConsumed reports whether every site's bucket has applied all its
+// observations.
 func (h *harness) allConsumed(siteList []events.Site) bool { return h.pending(siteList) == 0 }

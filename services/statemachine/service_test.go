@@ -3,6 +3,7 @@ package statemachine_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/vigil-dev/vigil/services/internal/natstest"
 	"github.com/vigil-dev/vigil/services/sites"
 	"github.com/vigil-dev/vigil/services/statemachine"
+	"github.com/vigil-dev/vigil/services/topology"
 )
 
 // harness is a real embedded server with a state machine running against it.
@@ -178,25 +180,25 @@ func (h *harness) streamLastSeq(name string) uint64 {
 	return info.State.LastSeq
 }
 
-// waitConsumed waits until the bucket's durable consumer has acknowledged
-// everything.
+// waitConsumed waits until the site's bucket has applied all its
+// observations and saved its position.
 func (h *harness) waitConsumed(siteID string) {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := h.srv.JS.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(events.Bucket(siteID)))
-		if err == nil {
-			info, err := c.Info(context.Background())
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-				return
-			}
+		if ok, err := statemachine.CaughtUp(context.Background(), h.srv.JS, events.Bucket(siteID)); err == nil && ok {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	h.t.Fatalf("observations of %s not consumed within 20s", siteID)
 }
 
-var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+// t0 is when the scripted observations start: an hour ahead of the real
+// clock, which the running service uses to expire verifications, so that no
+// deadline in a script passes while a test runs. A fixed date here turned
+// into a failing test once the real clock passed it.
+var t0 = time.Now().UTC().Add(time.Hour).Truncate(time.Minute)
 
 func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 
@@ -292,9 +294,10 @@ func TestPositionSurvivesConsumerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if !cfg.MemoryStorage || cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != pos+1 {
-		t.Fatalf("re-created consumer: memory %v, deliver %v from %d; want memory, by start sequence from %d",
-			cfg.MemoryStorage, cfg.DeliverPolicy, cfg.OptStartSeq, pos+1)
+	if !cfg.MemoryStorage || cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != pos+1 ||
+		cfg.AckPolicy != jetstream.AckNonePolicy {
+		t.Fatalf("re-created consumer: memory %v, deliver %v from %d, acks %v; want memory, by start sequence from %d, no acks",
+			cfg.MemoryStorage, cfg.DeliverPolicy, cfg.OptStartSeq, cfg.AckPolicy, pos+1)
 	}
 }
 
@@ -401,6 +404,34 @@ func TestPoisonObservationDoesNotBlock(t *testing.T) {
 	if evs := h.siteEvents(site.ID, 1); evs[0].Kind != events.KindSeemsDown {
 		t.Errorf("events after poison: %s", kinds(evs))
 	}
+	// The quarantine is recorded, with the reason, where an operator looks.
+	kv, err := h.srv.JS.KeyValue(context.Background(), events.KVStateMachine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeysFiltered(context.Background(), "quarantine.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for k := range keys.Keys() {
+		found = append(found, k)
+	}
+	if len(found) != 1 || !strings.HasPrefix(found[0], fmt.Sprintf("quarantine.%d.", events.Bucket(site.ID))) {
+		t.Fatalf("quarantine keys %v, want one in bucket %d", found, events.Bucket(site.ID))
+	}
+	e, err := kv.Get(context.Background(), found[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q statemachine.Quarantined
+	if err := json.Unmarshal(e.Value(), &q); err != nil {
+		t.Fatal(err)
+	}
+	if q.Subject != subj || q.Stream != events.StreamObservations || !strings.Contains(q.Reason, "undecodable") ||
+		found[0] != events.QuarantineKey(events.Bucket(site.ID), q.StreamSeq) {
+		t.Errorf("quarantine record %s: %+v", found[0], q)
+	}
 }
 
 func TestRunNeedsRegions(t *testing.T) {
@@ -484,5 +515,40 @@ func (h *harness) regionEvents(n int) []events.RegionEvent {
 			h.t.Fatalf("%d region events after 20s, want %d: %+v", len(out), n, out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// An effect that cannot be made durable is retried in place, holding the
+// bucket, until it can: here the cadence bucket is missing when an outage
+// starts, and the incident's cadence and state appear once it is back.
+func TestFailedEffectIsRetried(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("retried", nil)
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true))
+	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
+	h.waitConsumed(site.ID) // running, with its buckets open
+	ctx := context.Background()
+	if err := h.srv.JS.DeleteKeyValue(ctx, events.KVCadence); err != nil {
+		t.Fatal(err)
+	}
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
+	h.siteEvents(site.ID, 1) // events are appended first, then the cadence fails
+	time.Sleep(300 * time.Millisecond)
+	if h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
+		t.Fatal("the site's state was saved although its cadence could not be")
+	}
+	for _, cfg := range topology.KeyValues(topology.Options{}) {
+		if cfg.Bucket == events.KVCadence {
+			if _, err := h.srv.JS.CreateKeyValue(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h.waitConsumed(site.ID)
+	if !h.kvHas(events.KVCadence, events.CadenceKey(site.ID)) || !h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
+		t.Error("after the retry the site has no cadence override or no state")
+	}
+	if evs := h.allSiteEvents(site.ID); kinds(evs) != "[seems_down]" {
+		t.Errorf("events %s, want one seems_down", kinds(evs))
 	}
 }
