@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,12 +66,29 @@ type windowStats struct {
 // stream keeps one copy. What the state machine acts on is not this local
 // verdict but the region events on EVENTS, so every instance, and a replay,
 // answers Impaired alike.
+//
+// Where the observations come from depends on what the instance owns. While
+// it owns every bucket (one instance: vigil dev, a small deployment) its
+// bucket workers, which read every observation anyway, hand the watch each
+// one's summary, and the watch reads nothing itself: a second delivery of
+// every observation was about 5% of the system's CPU per check (BENCHMARKS.md,
+// session 3). While it owns only some buckets, the watch reads all of
+// OBSERVATIONS itself with an ordered consumer from that moment on. A switch
+// between the two happens within a window, which is then judged on slightly
+// fewer (or, for the instant of the switch, slightly more) observations: the
+// thresholds are ratios over many sites, which that does not move.
 type regionWatch struct {
 	js      jetstream.JetStream
 	th      RegionThresholds
 	logger  *slog.Logger
 	now     func() time.Time
 	started time.Time
+
+	// fromWorkers is set while the bucket workers feed the watch
+	// (observeFromWorker); mode carries the latest wish to run() (see
+	// feedFromWorkers).
+	fromWorkers atomic.Bool
+	mode        chan bool
 
 	mu       sync.Mutex
 	windows  map[string]map[int64]*windowStats // region -> window start (ms) -> stats
@@ -88,6 +106,7 @@ func newRegionWatch(js jetstream.JetStream, evStream jetstream.Stream, th Region
 		windows: map[string]map[int64]*windowStats{},
 		periods: map[string][]period{},
 		app:     newAppender(js, evStream),
+		mode:    make(chan bool, 1),
 	}
 }
 
@@ -128,6 +147,25 @@ func (r *regionWatch) record(ev events.RegionEvent) {
 		if len(ps) > 0 && ps[len(ps)-1].to.IsZero() {
 			ps[len(ps)-1].to = ev.At
 		}
+	}
+}
+
+// feedFromWorkers says whether the bucket workers now see every observation
+// (the instance owns every bucket), so the watch can stop reading them
+// itself, or not. Only the latest call counts; callers serialize their calls.
+func (r *regionWatch) feedFromWorkers(on bool) {
+	select {
+	case <-r.mode:
+	default:
+	}
+	r.mode <- on
+}
+
+// observeFromWorker counts an observation a bucket worker took, if the
+// workers are the watch's source.
+func (r *regionWatch) observeFromWorker(obs *events.ObservationSummary) {
+	if r.fromWorkers.Load() {
+		r.observe(*obs)
 	}
 }
 
@@ -262,23 +300,15 @@ func (r *regionWatch) run(ctx context.Context) error {
 		return fmt.Errorf("follow region events: %w", err)
 	}
 	defer evCC.Stop()
-	obsCons, err := r.js.OrderedConsumer(ctx, events.StreamObservations, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.ObservationsAll},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	})
+	obsReader, err := r.readObservations(ctx)
 	if err != nil {
-		return fmt.Errorf("count observations: %w", err)
+		return err
 	}
-	obsCC, err := obsCons.Consume(func(m jetstream.Msg) {
-		var obs events.ObservationSummary
-		if _, err := events.Decode(m.Headers(), m.Data(), &obs); err == nil {
-			r.observe(obs)
+	defer func() {
+		if obsReader != nil {
+			obsReader.stop()
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("count observations: %w", err)
-	}
-	defer obsCC.Stop()
+	}()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -289,6 +319,60 @@ func (r *regionWatch) run(ctx context.Context) error {
 			if evs := r.judge(r.now()); len(evs) > 0 {
 				r.publish(ctx, evs)
 			}
+		case workers := <-r.mode:
+			switch {
+			case workers && obsReader != nil:
+				r.fromWorkers.Store(true)
+				obsReader.stop()
+				obsReader = nil
+				r.logger.Debug("region watch: counting what the bucket workers read")
+			case !workers && obsReader == nil:
+				// Read first, then stop taking the workers' counts, so no
+				// observation falls between the two.
+				if obsReader, err = r.readObservations(ctx); err != nil {
+					r.logger.Warn("region watch: cannot read observations; keeping the workers' counts", "err", err)
+					continue
+				}
+				r.fromWorkers.Store(false)
+				r.logger.Debug("region watch: reading observations itself")
+			}
 		}
 	}
+}
+
+// observationReader is the watch's own consumer on OBSERVATIONS.
+type observationReader struct {
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	cc   jetstream.ConsumeContext
+}
+
+// stop stops reading and deletes the consumer rather than leave it to expire.
+func (o *observationReader) stop() {
+	o.cc.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = o.js.DeleteConsumer(ctx, events.StreamObservations, o.cons.CachedInfo().Name)
+}
+
+// readObservations counts every new observation on OBSERVATIONS, for an
+// instance whose bucket workers see only some of them.
+func (r *regionWatch) readObservations(ctx context.Context) (*observationReader, error) {
+	cons, err := r.js.OrderedConsumer(ctx, events.StreamObservations, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.ObservationsAll},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count observations: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var obs events.ObservationSummary
+		if _, err := events.Decode(m.Headers(), m.Data(), &obs); err == nil {
+			r.observe(obs)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count observations: %w", err)
+	}
+	return &observationReader{js: r.js, cons: cons, cc: cc}, nil
 }

@@ -139,6 +139,7 @@ type Service struct {
 	cadenceKV jetstream.KeyValue
 	store     *stateStore
 	sites     *siteCache
+	regions   *regionWatch
 
 	mu      sync.Mutex
 	workers map[int]*worker
@@ -210,12 +211,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("statemachine: open kv %s: %w", events.KVLeases, err)
 	}
 	s.env.InMaintenance = s.inMaintenance
-	regions := newRegionWatch(s.js, s.evStream, s.o.regionThresholds, s.logger, s.o.now)
+	s.regions = newRegionWatch(s.js, s.evStream, s.o.regionThresholds, s.logger, s.o.now)
 	if s.env.Impaired == nil {
-		s.env.Impaired = regions.Impaired
+		s.env.Impaired = s.regions.Impaired
 	}
 	regionsDone := make(chan error, 1)
-	go func() { regionsDone <- regions.run(ctx) }()
+	go func() { regionsDone <- s.regions.run(ctx) }()
 
 	s.mu.Lock()
 	s.ctx = ctx
@@ -276,6 +277,7 @@ func (s *Service) acquired(b int) {
 	w := newWorker(s, b)
 	s.workers[b] = w
 	s.m.buckets.Set(float64(len(s.workers)))
+	s.regions.feedFromWorkers(len(s.workers) == events.Buckets)
 	go w.run(s.ctx)
 }
 
@@ -284,6 +286,7 @@ func (s *Service) lost(b int) {
 	w := s.workers[b]
 	delete(s.workers, b)
 	s.m.buckets.Set(float64(len(s.workers)))
+	s.regions.feedFromWorkers(len(s.workers) == events.Buckets)
 	s.mu.Unlock()
 	if w != nil {
 		w.stop()

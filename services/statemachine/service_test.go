@@ -447,14 +447,29 @@ func TestRunNeedsRegions(t *testing.T) {
 // The primary region's resolver fails for every site: no incident opens (the
 // class is the monitor's), and the region is marked impaired with an event;
 // when its checks succeed again, another event says it recovered.
+//
+// With one instance the watch counts what the bucket workers read; with two,
+// each owning some buckets, each watch reads all observations itself.
 func TestRegionResolverFailureImpairsRegion(t *testing.T) {
+	for _, instances := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d instances", instances), func(t *testing.T) { testRegionImpairment(t, instances) })
+	}
+}
+
+func testRegionImpairment(t *testing.T, instances int) {
 	h := newHarness(t)
 	var siteList []events.Site
 	for i := range 8 {
 		siteList = append(siteList, h.site(fmt.Sprintf("dns-%d", i), nil))
 	}
 	th := statemachine.RegionThresholds{Window: 2 * time.Second, MinSites: 6, FailureRatio: 0.5, RecoverRatio: 0.25, Grace: 500 * time.Millisecond}
-	h.run(statemachine.WithRegions("local", "eu", "us"), statemachine.WithRegionThresholds(th))
+	for i := range instances {
+		h.run(statemachine.WithRegions("local", "eu", "us"), statemachine.WithRegionThresholds(th),
+			statemachine.WithInstanceID(fmt.Sprintf("sm-%d", i)))
+	}
+	if instances > 1 {
+		h.waitSplit(instances)
+	}
 	time.Sleep(100 * time.Millisecond) // let the watch start before the window it judges
 	// Start at the next window boundary so the whole storm is in windows the
 	// watch saw from their beginning.
@@ -551,4 +566,63 @@ func TestFailedEffectIsRetried(t *testing.T) {
 	if evs := h.allSiteEvents(site.ID); kinds(evs) != "[seems_down]" {
 		t.Errorf("events %s, want one seems_down", kinds(evs))
 	}
+}
+
+// An instance that owns every bucket counts region windows from what its
+// bucket workers read: no consumer on OBSERVATIONS besides the buckets'.
+func TestRegionWatchReadsThroughWorkers(t *testing.T) {
+	h := newHarness(t)
+	h.run(statemachine.WithRegions("local", "eu"))
+	st, err := h.srv.JS.Stream(context.Background(), events.StreamObservations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var names []string
+	for time.Now().Before(deadline) {
+		names = names[:0]
+		buckets := 0
+		for name := range st.ConsumerNames(context.Background()).Name() {
+			if strings.HasPrefix(name, "statemachine-") {
+				buckets++
+			} else {
+				names = append(names, name)
+			}
+		}
+		if buckets == events.Buckets && len(names) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("consumers on OBSERVATIONS besides the buckets': %v", names)
+}
+
+// waitSplit waits until the buckets' leases are spread over n instances.
+func (h *harness) waitSplit(n int) {
+	h.t.Helper()
+	kv, err := h.srv.JS.KeyValue(context.Background(), events.KVLeases)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		owners := map[string]int{}
+		keys, err := kv.ListKeysFiltered(context.Background(), statemachine.LeaseService+".>")
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for k := range keys.Keys() {
+			if strings.Contains(k, ".members.") {
+				continue
+			}
+			if e, err := kv.Get(context.Background(), k); err == nil {
+				owners[string(e.Value())]++
+			}
+		}
+		if len(owners) >= n {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.t.Fatalf("the buckets are not split over %d instances after 30s", n)
 }

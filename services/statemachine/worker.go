@@ -344,6 +344,7 @@ func (w *worker) handle(ctx context.Context, m jetstream.Msg, abandon <-chan str
 		w.quarantine(ctx, m.Subject(), seq, "undecodable observation: "+err.Error())
 		return
 	}
+	w.s.regions.observeFromWorker(&sum)
 	if w.doneIfUneventful(seq, &sum) {
 		return
 	}
