@@ -104,6 +104,12 @@ type Store struct {
 	// FreshnessInterval is how often last-check columns are written: at
 	// most one write per site per interval.
 	FreshnessInterval time.Duration
+	// RollupInterval is how often the uptime rollups' check statistics are
+	// written, and the freshness checkpoint with them: at least
+	// FreshnessInterval. The rollups are most of a flush's cost, so writing
+	// them less often makes a check cheaper; they lag by up to this much,
+	// and a restart replays OBSERVATIONS from the last rollup flush.
+	RollupInterval time.Duration
 }
 
 // Lease configures the leases by which instances split buckets.
@@ -200,6 +206,8 @@ func (c *Config) table() []*field {
 			value: &stringValue{p: &c.Store.DSN, check: checkDSN}},
 		{key: "store.freshness_interval", flag: "freshness-interval", def: "60s", usage: "how often last-check columns reach the store: at most one write per site per interval",
 			value: &durationValue{p: &c.Store.FreshnessInterval, min: time.Second, max: time.Hour}},
+		{key: "store.rollup_interval", flag: "rollup-interval", def: "5m", usage: "how often uptime rollups (check counts, response-time percentiles) reach the store: at least freshness_interval, rounded up to a multiple of it",
+			value: &durationValue{p: &c.Store.RollupInterval, min: time.Second, max: time.Hour}},
 		{key: "lease.ttl", flag: "lease-ttl", def: "10s", usage: "lease period by which instances split buckets; a dead instance's buckets move within two",
 			value: &durationValue{p: &c.Lease.TTL, min: time.Second, max: 5 * time.Minute}},
 		{key: "streams.replicas", flag: "stream-replicas", def: "1", usage: "replicas of every stream (3 on a cluster)",
@@ -268,6 +276,21 @@ func (c *Config) Validate() error {
 	}
 	if err := events.ValidateRegions(c.Regions); err != nil {
 		return &Error{Key: "regions", Reason: err.Error()}
+	}
+	return c.validateRollupInterval()
+}
+
+// validateRollupInterval checks store.rollup_interval against the keys it
+// depends on: rollups are written with the freshness columns, so not more
+// often; and a restart replays OBSERVATIONS from the last rollup flush, so
+// the stream must keep observations longer than that.
+func (c *Config) validateRollupInterval() error {
+	r := c.Store.RollupInterval
+	if r < c.Store.FreshnessInterval {
+		return &Error{Key: "store.rollup_interval", Reason: fmt.Sprintf("%s is below store.freshness_interval %s", r, c.Store.FreshnessInterval)}
+	}
+	if r >= c.Streams.ObservationsMaxAge {
+		return &Error{Key: "store.rollup_interval", Reason: fmt.Sprintf("%s is not below streams.observations_max_age %s: a restart replays observations since the last rollup flush", r, c.Streams.ObservationsMaxAge)}
 	}
 	return nil
 }

@@ -88,6 +88,9 @@ func TestErrorsNameTheField(t *testing.T) {
 		{env: map[string]string{"VIGIL_NATS_PORT": "70000"}, key: "nats.port"},
 		{args: []string{"--config", bad}, key: "lease.tll"},
 		{args: []string{"--min-workers", "50", "--max-workers", "10"}, key: "checker.min_workers"},
+		{args: []string{"--freshness-interval", "2m", "--rollup-interval", "1m"}, key: "store.rollup_interval"},
+		{env: map[string]string{"VIGIL_STORE_ROLLUP_INTERVAL": "30m", "VIGIL_STREAMS_OBSERVATIONS_MAX_AGE": "20m"}, key: "store.rollup_interval"},
+		{args: []string{"--rollup-interval", "2h"}, key: "store.rollup_interval"},
 	} {
 		_, _, err := load(t, Service, tc.args, tc.env)
 		var ce *Error
@@ -155,5 +158,24 @@ func TestREADMEListsEveryKey(t *testing.T) {
 				t.Errorf("README.md does not mention %s", s)
 			}
 		}
+	}
+}
+
+// store.rollup_interval defaults to 5m and may equal freshness_interval (a
+// full flush every interval, as before it existed).
+func TestRollupInterval(t *testing.T) {
+	c, _, err := load(t, Service, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.RollupInterval != 5*time.Minute || c.Store.FreshnessInterval != time.Minute {
+		t.Errorf("defaults: rollup %s, freshness %s", c.Store.RollupInterval, c.Store.FreshnessInterval)
+	}
+	c, _, err = load(t, Service, []string{"--freshness-interval", "30s"}, map[string]string{"VIGIL_STORE_ROLLUP_INTERVAL": "30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.RollupInterval != 30*time.Second || c.Source("store.rollup_interval") != "env VIGIL_STORE_ROLLUP_INTERVAL" {
+		t.Errorf("rollup %s from %s", c.Store.RollupInterval, c.Source("store.rollup_interval"))
 	}
 }

@@ -42,10 +42,14 @@ type Options struct {
 	// FreshnessInterval is how often last-check columns are flushed: at most
 	// one write per site per interval (default 60s).
 	FreshnessInterval time.Duration
-	LeaseTTL          time.Duration
-	InstanceID        string
-	Logger            *slog.Logger
-	Registerer        prometheus.Registerer
+	// RollupInterval is how often the uptime rollups and the freshness
+	// checkpoint are flushed (default 5m, never more often than
+	// FreshnessInterval).
+	RollupInterval time.Duration
+	LeaseTTL       time.Duration
+	InstanceID     string
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 	// LeaseOptions are passed to the lease manager (tests simulate crashes).
 	LeaseOptions []lease.Option
 }
@@ -153,7 +157,7 @@ func (s *Service) lead() {
 	ctx, cancel := context.WithCancel(s.baseCtx)
 	done := make(chan struct{})
 	s.stop, s.done, s.runner = cancel, done, r
-	fresh := freshness.New(s.db, freshness.Config{Interval: s.o.FreshnessInterval, Logger: s.logger})
+	fresh := freshness.New(s.db, freshness.Config{Interval: s.o.FreshnessInterval, RollupInterval: s.o.RollupInterval, Logger: s.logger})
 	s.logger.Info("leading: projecting EVENTS and OBSERVATIONS")
 	go func() {
 		defer close(done)

@@ -129,6 +129,7 @@ func ReadModels(cfg *config.Config, db *store.DB, js jetstream.JetStream, reg pr
 	return readmodels.New(js, db, readmodels.Options{
 		PrimaryRegion:     cfg.Regions[0],
 		FreshnessInterval: cfg.Store.FreshnessInterval,
+		RollupInterval:    cfg.Store.RollupInterval,
 		LeaseTTL:          cfg.Lease.TTL,
 		Logger:            logger,
 		Registerer:        reg,

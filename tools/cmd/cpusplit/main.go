@@ -52,7 +52,9 @@ var owners = []owner{
 	{"checker dispatcher and pool control", has("checker.(*Checker).dispatch", "checker.(*Checker).control")},
 	{"HTTP client transport goroutines", has("net/http.(*Transport).dialConnFor", "net/http.(*persistConn).readLoop", "net/http.(*persistConn).writeLoop", "startDialConnForLocked")},
 	{"scheduler", has("services/scheduler.")},
-	{"projector: freshness flush (SQL)", has("freshness.(*Applier).Flush")},
+	// Run's ticks flush through tick (freshness or rollups), Flush is the
+	// full flush called directly and on stop.
+	{"projector: freshness flush (SQL)", has("freshness.(*Applier).Flush", "freshness.(*Applier).tick", "freshness.(*Applier).flush")},
 	{"projector: freshness follow (read, decode, batch)", has("projections/freshness.")},
 	{"projector: events and other", has("projections/", "services/readmodels.")},
 	{"state machine: region watch", has("statemachine.(*regionWatch)")},
