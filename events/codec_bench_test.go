@@ -1,6 +1,8 @@
 package events
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,8 +11,10 @@ import (
 
 // The codec benchmarks measure one Marshal or one Decode of the two messages
 // on the per-check path (BENCHMARKS.md finding 5): the scheduler's command and
-// the checker's observation. Each has the fast path and, for comparison, the
-// SDK path it replaced as sub-benchmarks.
+// the checker's observation (and the summary most readers decode it into).
+// Each has the fast path and, for comparison, the SDK path it replaced as
+// sub-benchmarks; the data/ sub-benchmarks measure the JSON data alone, the
+// fast JSON path (fastjson.go) against encoding/json.
 
 func benchCheckCommand() *CheckCommand {
 	due := time.Date(2026, 11, 23, 4, 15, 0, 0, time.UTC)
@@ -71,22 +75,87 @@ func sdkDecode(h nats.Header, data []byte, v Message) error {
 	return err
 }
 
+// benchMarshalData measures encoding m's JSON data alone.
+func benchMarshalData(b *testing.B, m Message, marshal func(Message) ([]byte, error)) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := marshal(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func fastMarshalData(m Message) ([]byte, error) {
+	data, ok := marshalJSONFast(m)
+	if !ok {
+		return nil, fmt.Errorf("fast path declined %T", m)
+	}
+	return data, nil
+}
+
+func jsonMarshalData(m Message) ([]byte, error) { return json.Marshal(m) }
+
+// benchDecodeData measures decoding m's JSON data alone into a new T.
+func benchDecodeData[T any, PT interface {
+	*T
+	Message
+}](b *testing.B, m Message, decode func([]byte, Message) error) {
+	data, err := json.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var v T
+		if err := decode(data, PT(&v)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func fastDecodeData(data []byte, v Message) error {
+	if !decodeFast(data, v) {
+		return fmt.Errorf("fast path declined %T", v)
+	}
+	return nil
+}
+
+func jsonDecodeData(data []byte, v Message) error { return json.Unmarshal(data, v) }
+
 func BenchmarkMarshalObservation(b *testing.B) {
 	b.Run("fast", func(b *testing.B) { benchMarshal(b, benchObservation(), Marshal) })
 	b.Run("sdk", func(b *testing.B) { benchMarshal(b, benchObservation(), marshalSDK) })
+	b.Run("data/fast", func(b *testing.B) { benchMarshalData(b, benchObservation(), fastMarshalData) })
+	b.Run("data/json", func(b *testing.B) { benchMarshalData(b, benchObservation(), jsonMarshalData) })
 }
 
 func BenchmarkDecodeObservation(b *testing.B) {
 	b.Run("fast", func(b *testing.B) { benchDecode[Observation](b, benchObservation(), fastDecode) })
 	b.Run("sdk", func(b *testing.B) { benchDecode[Observation](b, benchObservation(), sdkDecode) })
+	b.Run("data/fast", func(b *testing.B) { benchDecodeData[Observation](b, benchObservation(), fastDecodeData) })
+	b.Run("data/json", func(b *testing.B) { benchDecodeData[Observation](b, benchObservation(), jsonDecodeData) })
+}
+
+// BenchmarkDecodeObservationSummary decodes an observation's message into the
+// summary, as the state machine and the freshness projection read every
+// observation.
+func BenchmarkDecodeObservationSummary(b *testing.B) {
+	b.Run("fast", func(b *testing.B) { benchDecode[ObservationSummary](b, benchObservation(), fastDecode) })
+	b.Run("sdk", func(b *testing.B) { benchDecode[ObservationSummary](b, benchObservation(), sdkDecode) })
+	b.Run("data/fast", func(b *testing.B) { benchDecodeData[ObservationSummary](b, benchObservation(), fastDecodeData) })
+	b.Run("data/json", func(b *testing.B) { benchDecodeData[ObservationSummary](b, benchObservation(), jsonDecodeData) })
 }
 
 func BenchmarkMarshalCheckCommand(b *testing.B) {
 	b.Run("fast", func(b *testing.B) { benchMarshal(b, benchCheckCommand(), Marshal) })
 	b.Run("sdk", func(b *testing.B) { benchMarshal(b, benchCheckCommand(), marshalSDK) })
+	b.Run("data/fast", func(b *testing.B) { benchMarshalData(b, benchCheckCommand(), fastMarshalData) })
+	b.Run("data/json", func(b *testing.B) { benchMarshalData(b, benchCheckCommand(), jsonMarshalData) })
 }
 
 func BenchmarkDecodeCheckCommand(b *testing.B) {
 	b.Run("fast", func(b *testing.B) { benchDecode[CheckCommand](b, benchCheckCommand(), fastDecode) })
 	b.Run("sdk", func(b *testing.B) { benchDecode[CheckCommand](b, benchCheckCommand(), sdkDecode) })
+	b.Run("data/fast", func(b *testing.B) { benchDecodeData[CheckCommand](b, benchCheckCommand(), fastDecodeData) })
+	b.Run("data/json", func(b *testing.B) { benchDecodeData[CheckCommand](b, benchCheckCommand(), jsonDecodeData) })
 }

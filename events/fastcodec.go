@@ -71,7 +71,7 @@ func (b *fastMsg) put(i int, k, v string) {
 // types.Format does and percent-encoded, content-type, Nats-Msg-Id (not
 // encoded), and the JSON data.
 func marshalFast(m Message, env *Envelope) (*nats.Msg, error) {
-	data, err := json.Marshal(m)
+	data, err := marshalData(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s data: %w", env.Type, err)
 	}
@@ -92,6 +92,17 @@ func marshalFast(m Message, env *Envelope) (*nats.Msg, error) {
 	}
 	b.put(i, HeaderMsgID, env.ID)
 	return &b.msg, nil
+}
+
+// marshalData returns json.Marshal(m): from the fast JSON path
+// (marshalJSONFast, fastjson.go) for the messages it writes, byte for byte as
+// json.Marshal does, and from json.Marshal itself for the rest and for the
+// values json.Marshal refuses, so that its error comes out.
+func marshalData(m Message) ([]byte, error) {
+	if data, ok := marshalJSONFast(m); ok {
+		return data, nil
+	}
+	return json.Marshal(m)
 }
 
 // formatTime formats a time attribute as the SDK does (types.FormatTime):
@@ -271,13 +282,17 @@ func readPlainBinary(h nats.Header) (*plainEvent, bool) {
 }
 
 // decode finishes Decode on the fast path: the data straight into v, then the
-// type and ID check, with decodeSDK's errors.
+// type and ID check, with decodeSDK's errors. The data is read by the fast
+// JSON path (decodeFast, fastjson.go) when it can give exactly what
+// json.Unmarshal gives, and by json.Unmarshal otherwise.
 func (p *plainEvent) decode(data []byte, v Message) (*event.Event, error) {
 	if len(data) > 0 {
 		p.e.DataEncoded = data[:len(data):len(data)]
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return &p.e, fmt.Errorf("decode %s %s data: %w", p.ctx.Type, p.ctx.ID, err)
+	if !decodeFast(data, v) {
+		if err := json.Unmarshal(data, v); err != nil {
+			return &p.e, fmt.Errorf("decode %s %s data: %w", p.ctx.Type, p.ctx.ID, err)
+		}
 	}
 	env := v.Envelope()
 	if env.Type != p.ctx.Type || env.ID != p.ctx.ID {
