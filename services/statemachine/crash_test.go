@@ -101,8 +101,10 @@ func TestKill9(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Let it work a random while, then kill it without warning.
-		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond)
+		// Let it work a random while, then kill it without warning. The
+		// while reaches past the position's one-second save, or a child
+		// could never be seen to finish.
+		time.Sleep(time.Duration(300+rng.IntN(2700)) * time.Millisecond)
 		done := h.allConsumed(siteList)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		t.Logf("kill %d: %d buckets not caught up", kills+1, h.pending(siteList))
