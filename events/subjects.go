@@ -50,8 +50,7 @@ const (
 	// KVStateMachine holds the state machine's per-site state for sites that
 	// have any (an open incident, a TLS advisory): what it needs to continue
 	// after a crash or a change of owner. A healthy site has no key. It also
-	// holds each bucket's position on OBSERVATIONS (PositionKey) and the
-	// observations it set aside as poison (QuarantineKey).
+	// holds each bucket's position on OBSERVATIONS (PositionKey).
 	KVStateMachine = "VIGIL_SM_STATE"
 	// KVRedirects holds the accepted redirect chain of each site with
 	// `redirects: alert`, per region (RedirectKey): the chain the checkers of
@@ -81,16 +80,6 @@ func SiteKeyBucketFilter(bucket int) string {
 // <bucket>.> filter, so it never reads as a site.
 func PositionKey(bucket int) string {
 	return "position." + bucketToken(bucket)
-}
-
-// QuarantineKey is where the state machine records an observation it set
-// aside in KVStateMachine: quarantine.<bucket>.<stream sequence>, the value
-// saying why. Its bucket consumers do not acknowledge (their position is
-// PositionKey), so there is no server advisory to carry the reason; the
-// record does (`nats kv ls VIGIL_SM_STATE`). Like PositionKey it is outside
-// every <bucket>.> filter.
-func QuarantineKey(bucket int, seq uint64) string {
-	return "quarantine." + bucketToken(bucket) + "." + strconv.FormatUint(seq, 10)
 }
 
 // CadenceKey is a site's key in KVCadence: <bucket>.<site>, so a scheduler can

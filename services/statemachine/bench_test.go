@@ -93,7 +93,12 @@ func consumedAll(js jetstream.JetStream, siteIDs []string) bool {
 			continue
 		}
 		seen[bkt] = true
-		if ok, err := statemachine.CaughtUp(context.Background(), js, bkt); err != nil || !ok {
+		c, err := js.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(bkt))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
 			return false
 		}
 	}

@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		observations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_statemachine_observations_total",
-			Help: "Observations handled, by result: applied, uneventful (a site with no state, and nothing in the observation that could change it), ignored (unknown or deleted site), poison (quarantined: undecodable, or effects given up after retries; recorded under quarantine.<bucket>.<seq> in VIGIL_SM_STATE).",
+			Help: "Observations handled, by result: applied, uneventful (a site with no state, and nothing in the observation that could change it), ignored (unknown or deleted site), poison (quarantined).",
 		}, []string{"result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_statemachine_events_total",
@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_statemachine_effect_errors_total",
-			Help: "Observations whose effects could not all be made durable at a try (retried in place).",
+			Help: "Observations whose effects could not all be made durable (redelivered).",
 		}),
 		buckets: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_statemachine_buckets_owned",

@@ -26,35 +26,6 @@ const LeaseService = "statemachine"
 // bucket's saved position, replacing whatever a previous owner left.
 func ConsumerName(bucket int) string { return "statemachine-" + strconv.Itoa(bucket) }
 
-// CaughtUp reports whether a bucket's saved position has reached its newest
-// observation on OBSERVATIONS: everything the bucket holds is applied and its
-// effects are durable. The position is saved about once a second, so it
-// trails the work by up to that. The bucket consumers take no
-// acknowledgements, so their pending counts say what was delivered, not what
-// was applied; this is the way to tell.
-func CaughtUp(ctx context.Context, js jetstream.JetStream, bucket int) (bool, error) {
-	st, err := js.Stream(ctx, events.StreamObservations)
-	if err != nil {
-		return false, fmt.Errorf("look up stream %s: %w", events.StreamObservations, err)
-	}
-	last, err := st.GetLastMsgForSubject(ctx, events.ObservationsBucketFilter(bucket))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read the newest observation of bucket %d: %w", bucket, err)
-	}
-	kv, err := js.KeyValue(ctx, events.KVStateMachine)
-	if err != nil {
-		return false, fmt.Errorf("open kv %s: %w", events.KVStateMachine, err)
-	}
-	pos, err := (&stateStore{kv: kv}).loadPosition(ctx, bucket)
-	if err != nil {
-		return false, err
-	}
-	return pos >= last.Sequence, nil
-}
-
 // Option configures a Service.
 type Option func(*options)
 

@@ -3,7 +3,6 @@ package statemachine_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -180,14 +179,18 @@ func (h *harness) streamLastSeq(name string) uint64 {
 	return info.State.LastSeq
 }
 
-// waitConsumed waits until the site's bucket has applied all its
-// observations and saved its position.
+// waitConsumed waits until the bucket's durable consumer has acknowledged
+// everything.
 func (h *harness) waitConsumed(siteID string) {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if ok, err := statemachine.CaughtUp(context.Background(), h.srv.JS, events.Bucket(siteID)); err == nil && ok {
-			return
+		c, err := h.srv.JS.Consumer(context.Background(), events.StreamObservations, statemachine.ConsumerName(events.Bucket(siteID)))
+		if err == nil {
+			info, err := c.Info(context.Background())
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -294,10 +297,9 @@ func TestPositionSurvivesConsumerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if !cfg.MemoryStorage || cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != pos+1 ||
-		cfg.AckPolicy != jetstream.AckNonePolicy {
-		t.Fatalf("re-created consumer: memory %v, deliver %v from %d, acks %v; want memory, by start sequence from %d, no acks",
-			cfg.MemoryStorage, cfg.DeliverPolicy, cfg.OptStartSeq, cfg.AckPolicy, pos+1)
+	if !cfg.MemoryStorage || cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != pos+1 {
+		t.Fatalf("re-created consumer: memory %v, deliver %v from %d; want memory, by start sequence from %d",
+			cfg.MemoryStorage, cfg.DeliverPolicy, cfg.OptStartSeq, pos+1)
 	}
 }
 
@@ -404,34 +406,6 @@ func TestPoisonObservationDoesNotBlock(t *testing.T) {
 	if evs := h.siteEvents(site.ID, 1); evs[0].Kind != events.KindSeemsDown {
 		t.Errorf("events after poison: %s", kinds(evs))
 	}
-	// The quarantine is recorded, with the reason, where an operator looks.
-	kv, err := h.srv.JS.KeyValue(context.Background(), events.KVStateMachine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := kv.ListKeysFiltered(context.Background(), "quarantine.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []string
-	for k := range keys.Keys() {
-		found = append(found, k)
-	}
-	if len(found) != 1 || !strings.HasPrefix(found[0], fmt.Sprintf("quarantine.%d.", events.Bucket(site.ID))) {
-		t.Fatalf("quarantine keys %v, want one in bucket %d", found, events.Bucket(site.ID))
-	}
-	e, err := kv.Get(context.Background(), found[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var q statemachine.Quarantined
-	if err := json.Unmarshal(e.Value(), &q); err != nil {
-		t.Fatal(err)
-	}
-	if q.Subject != subj || q.Stream != events.StreamObservations || !strings.Contains(q.Reason, "undecodable") ||
-		found[0] != events.QuarantineKey(events.Bucket(site.ID), q.StreamSeq) {
-		t.Errorf("quarantine record %s: %+v", found[0], q)
-	}
 }
 
 func TestRunNeedsRegions(t *testing.T) {
@@ -533,9 +507,9 @@ func (h *harness) regionEvents(n int) []events.RegionEvent {
 	}
 }
 
-// An effect that cannot be made durable is retried in place, holding the
-// bucket, until it can: here the cadence bucket is missing when an outage
-// starts, and the incident's cadence and state appear once it is back.
+// An observation whose effects cannot be made durable is redelivered until
+// they can: here the cadence bucket is missing when an outage starts, and the
+// incident's cadence and state appear once it is back.
 func TestFailedEffectIsRetried(t *testing.T) {
 	h := newHarness(t)
 	site := h.site("retried", nil)

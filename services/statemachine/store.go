@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vigil-dev/vigil/events"
@@ -101,29 +100,6 @@ func (s *stateStore) loadPosition(ctx context.Context, bucket int) (uint64, erro
 func (s *stateStore) savePosition(ctx context.Context, bucket int, seq uint64) error {
 	if _, err := s.kv.Put(ctx, events.PositionKey(bucket), strconv.AppendUint(nil, seq, 10)); err != nil {
 		return fmt.Errorf("save position of bucket %d: %w", bucket, err)
-	}
-	return nil
-}
-
-// Quarantined is the record of an observation the state machine set aside,
-// under events.QuarantineKey in KVStateMachine. The observation itself stays
-// on OBSERVATIONS (until its age limit) at StreamSeq.
-type Quarantined struct {
-	Stream    string    `json:"stream"`
-	StreamSeq uint64    `json:"stream_seq"`
-	Subject   string    `json:"subject"`
-	Reason    string    `json:"reason"`
-	At        time.Time `json:"at"`
-}
-
-// quarantine records q.
-func (s *stateStore) quarantine(ctx context.Context, bucket int, q Quarantined) error {
-	b, err := json.Marshal(q)
-	if err != nil {
-		return fmt.Errorf("encode quarantine record: %w", err)
-	}
-	if _, err := s.kv.Put(ctx, events.QuarantineKey(bucket, q.StreamSeq), b); err != nil {
-		return fmt.Errorf("record quarantined observation %d of bucket %d: %w", q.StreamSeq, bucket, err)
 	}
 	return nil
 }

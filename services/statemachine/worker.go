@@ -17,25 +17,16 @@ import (
 // mu, one observation at a time, so a site's history is applied in stream
 // order.
 //
-// The consumer keeps its state in memory and takes no acknowledgements. A
-// file-backed consumer rewrites its state file up to ten times a second while
-// it changes, and 64 of them were a tenth of the whole system's CPU in the
-// capacity benchmark (BENCHMARKS.md, finding 3); an acknowledgement per
-// observation, with one in flight per bucket, was another message and round
-// trip for every check (session 3). The bucket's position lives instead in
-// KVStateMachine (events.PositionKey), saved about once a second; on a change
-// of owner, a crash or a server restart the consumer is created afresh from
-// that position. Observations applied after the last save are applied again,
-// which changes nothing: event IDs are derived, appends are conditional and a
-// site's state ignores an observation it has already applied.
-//
-// Without acknowledgements the server never redelivers, so the worker does
-// what redelivery did: an effect that fails is retried in place, with
-// backoff, holding the bucket (as one message in flight did), and given up
-// after retryBackoff's last step, recorded like a poison observation so the
-// bucket is never blocked for good. A gap in the consumer's delivery sequence
-// (a message lost between server and client) restarts the consumer from the
-// position.
+// The consumer keeps its state in memory. A file-backed consumer rewrites its
+// state file up to ten times a second while it changes, and 64 of them were
+// a tenth of the whole system's CPU in the capacity benchmark (BENCHMARKS.md,
+// finding 3). The bucket's position lives instead in KVStateMachine
+// (events.PositionKey), saved about once a second; on a change of owner, a
+// crash or a server restart the consumer is created afresh from that position
+// (or from the old consumer's ack floor, if it is further on). Observations
+// applied after the last save are applied again, which changes nothing:
+// event IDs are derived, appends are conditional and a site's state ignores
+// an observation it has already applied.
 type worker struct {
 	s      *Service
 	bucket int
@@ -49,14 +40,6 @@ type worker struct {
 	stale   bool
 	cc      jetstream.ConsumeContext
 	stopped bool
-	// delivered is the consumer sequence of the last message taken from the
-	// current consumer; a message that does not follow it means one was lost.
-	delivered uint64
-	// restart asks run to create the consumer afresh (a delivery gap).
-	restart bool
-	// abandon is closed when the current consumer is being stopped, so that
-	// an effect being retried gives up its message.
-	abandon chan struct{}
 	// applied is the stream sequence of the newest observation whose effects
 	// are durable (or that was given up as poison): the bucket's position.
 	applied uint64
@@ -153,13 +136,22 @@ func (w *worker) startOnce(ctx context.Context) error {
 	name := ConsumerName(w.bucket)
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   fmt.Sprintf("state machine, bucket %d (no acks: position in %s %s)", w.bucket, events.KVStateMachine, events.PositionKey(w.bucket)),
+		Description:   fmt.Sprintf("state machine, bucket %d (position in %s %s)", w.bucket, events.KVStateMachine, events.PositionKey(w.bucket)),
 		FilterSubject: events.ObservationsBucketFilter(w.bucket),
-		// See the type's comment: the position is kept in KV, and the
-		// worker applies the bucket's observations one at a time, in
-		// stream order, retrying a failed effect itself.
-		AckPolicy:     jetstream.AckNonePolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// One observation in flight per bucket: strict stream order per
+		// site, redeliveries included. A bucket's share of a million sites
+		// is about 50 observations a second, far below what one in-flight
+		// message allows, and the 64 buckets run in parallel.
+		MaxAckPending: 1,
+		AckWait:       10 * time.Second,
+		// A failing effect is retried with backoff; after MaxDeliver the
+		// observation is given up (and counted by the server's advisory) so
+		// the bucket is never blocked for good.
+		MaxDeliver: 20,
+		BackOff:    []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
+		// See the type's comment: the position is kept in KV instead.
 		MemoryStorage: true,
 		// A consumer left by an instance that died goes away by itself.
 		InactiveThreshold: consumerInactiveThreshold,
@@ -176,11 +168,7 @@ func (w *worker) startOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", name, err)
 	}
-	abandon := make(chan struct{})
-	cc, err := cons.Consume(func(m jetstream.Msg) { w.handle(ctx, m, abandon) },
-		// Enough to keep a bucket busy between pulls; what a stopped owner
-		// pulled but did not apply is read again from the position.
-		jetstream.PullMaxMessages(128),
+	cc, err := cons.Consume(func(m jetstream.Msg) { w.handle(ctx, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if ctx.Err() != nil {
 				return
@@ -198,9 +186,6 @@ func (w *worker) startOnce(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", name, err)
 	}
 	w.cc = cc
-	w.abandon = abandon
-	w.delivered = 0
-	w.restart = false
 	w.applied = from
 	w.logger.Debug("consuming", "consumer", name, "from_seq", from+1)
 	return nil
@@ -212,9 +197,8 @@ const consumerInactiveThreshold = 5 * time.Minute
 
 // position returns the sequence after which the bucket's consumer starts: the
 // furthest of the saved position, the position this worker reached, and the
-// ack floor of an acknowledging consumer an earlier version left (everything
-// up to it was acknowledged, so it is durable; a consumer without acks has an
-// ack floor that says only what was delivered). Called with mu held.
+// ack floor of a consumer a previous owner left (everything up to it was
+// acknowledged, so it is durable). Called with mu held.
 func (w *worker) position(ctx context.Context) (uint64, error) {
 	pos, err := w.s.store.loadPosition(ctx, w.bucket)
 	if err != nil {
@@ -227,23 +211,18 @@ func (w *worker) position(ctx context.Context) (uint64, error) {
 	case err != nil:
 		return 0, fmt.Errorf("look up consumer %s: %w", ConsumerName(w.bucket), err)
 	default:
-		if info := c.CachedInfo(); info.Config.AckPolicy == jetstream.AckExplicitPolicy {
-			pos = max(pos, info.AckFloor.Stream)
-		}
+		pos = max(pos, c.CachedInfo().AckFloor.Stream)
 	}
 	return pos, nil
 }
 
-// consumerGone reports whether the consumer must be created again: a message
-// was lost on the way, its consume loop ended, or the server no longer has it
-// (a server restart loses a memory-state consumer).
+// consumerGone reports whether the consumer must be created again: its
+// consume loop ended, or the server no longer has it (a server restart loses
+// a memory-state consumer).
 func (w *worker) consumerGone(ctx context.Context) bool {
 	w.mu.Lock()
-	cc, restart := w.cc, w.restart
+	cc := w.cc
 	w.mu.Unlock()
-	if restart {
-		return true
-	}
 	if cc != nil {
 		select {
 		case <-cc.Closed():
@@ -255,17 +234,11 @@ func (w *worker) consumerGone(ctx context.Context) bool {
 	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
-// stopConsuming ends the consume loop and waits for the observation in hand
-// (one whose effect is being retried is given up: the position does not move
-// past it, so whoever consumes next applies it).
+// stopConsuming ends the consume loop and waits for the observation in hand.
 func (w *worker) stopConsuming() {
 	w.mu.Lock()
 	cc := w.cc
 	w.cc = nil
-	if w.abandon != nil {
-		close(w.abandon)
-		w.abandon = nil
-	}
 	w.mu.Unlock()
 	if cc != nil {
 		cc.Stop()
@@ -287,7 +260,8 @@ func (w *worker) reload(ctx context.Context) error {
 }
 
 // stop stops consuming, waits for the observation in hand and saves the
-// position. The bucket's next owner starts after it.
+// position. Unacknowledged observations are redelivered to the bucket's next
+// owner.
 func (w *worker) stop() {
 	w.mu.Lock()
 	w.stopped = true
@@ -324,159 +298,81 @@ func (w *worker) checkpoint(ctx context.Context) error {
 	return nil
 }
 
-// handle applies one observation of the bucket, retrying a failed effect in
-// place until it is durable, the consumer is stopped (abandon), or
-// retryBackoff runs out.
-func (w *worker) handle(ctx context.Context, m jetstream.Msg, abandon <-chan struct{}) {
-	md, err := m.Metadata()
-	if err != nil {
-		w.logger.Warn("a message without JetStream metadata on the bucket consumer", "subject", m.Subject(), "err", err)
-		return
-	}
-	seq := md.Sequence.Stream
-	if !w.inSequence(md.Sequence.Consumer, seq) {
-		return
+func (w *worker) handle(ctx context.Context, m jetstream.Msg) {
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq = md.Sequence.Stream
 	}
 	// Most observations are healthy checks of healthy sites: the summary
 	// tells, and the whole observation is decoded only when it may matter.
 	var sum events.ObservationSummary
 	if _, err := events.Decode(m.Headers(), m.Data(), &sum); err != nil {
-		w.quarantine(ctx, m.Subject(), seq, "undecodable observation: "+err.Error())
+		w.quarantine(m, seq, err)
 		return
 	}
 	w.s.regions.observeFromWorker(&sum)
-	if w.doneIfUneventful(seq, &sum) {
+	if w.ackUneventful(m, seq, &sum) {
 		return
 	}
 	var obs events.Observation
 	if _, err := events.Decode(m.Headers(), m.Data(), &obs); err != nil {
-		w.quarantine(ctx, m.Subject(), seq, "undecodable observation: "+err.Error())
+		w.quarantine(m, seq, err)
 		return
 	}
 	logger := w.logger.With("site", obs.SiteID, "msg_id", obs.ID)
-	for attempt := 0; ; attempt++ {
-		err := w.applyObservation(ctx, seq, &obs, logger)
-		if err == nil || errors.Is(err, errStopped) {
-			return
-		}
-		delay, again := retryDelay(attempt)
-		if !again {
-			logger.Error("effects still not durable; giving the observation up", "stream_seq", seq, "attempts", attempt+1, "err", err)
-			w.quarantine(ctx, m.Subject(), seq, "effects not durable after retries: "+err.Error())
-			return
-		}
-		logger.Warn("effects not yet durable; retrying", "stream_seq", seq, "attempt", attempt+1, "retry_in", delay, "err", err)
-		select {
-		case <-time.After(delay):
-		case <-abandon:
-			return
-		case <-w.quit:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// retryDelay says how long the worker waits before retry n (from 0) of an
-// observation whose effects failed, and false once it should be given up:
-// 1, 2, 5, 10 s, then every 30 s, about six minutes in all (what the
-// acknowledging consumer's MaxDeliver and BackOff allowed before).
-func retryDelay(n int) (time.Duration, bool) {
-	const retries = 16
-	switch {
-	case n < 0 || n >= retries:
-		return 0, false
-	case n < 4:
-		return [...]time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second}[n], true
-	default:
-		return 30 * time.Second, true
-	}
-}
-
-// errStopped says the worker stopped while an observation was in hand.
-var errStopped = errors.New("statemachine: bucket stopped")
-
-// inSequence reports whether a message with consumer sequence dseq follows
-// the last one taken. If it does not, a message was lost between server and
-// client, which a consumer without acknowledgements never redelivers: the
-// consumer is restarted from the position and this message is left for it.
-func (w *worker) inSequence(dseq, seq uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.restart {
-		return false
-	}
-	if dseq != w.delivered+1 {
-		w.restart = true
-		w.logger.Warn("bucket consumer skipped a message; starting again from the position",
-			"consumer_seq", dseq, "expected", w.delivered+1, "stream_seq", seq)
-		select {
-		case w.recheck <- struct{}{}:
-		default:
-		}
-		return false
-	}
-	w.delivered = dseq
-	return true
-}
-
-// applyObservation applies obs and makes its effects durable, or reports why
-// not.
-func (w *worker) applyObservation(ctx context.Context, seq uint64, obs *events.Observation, logger *slog.Logger) error {
 	sc, ok, err := w.s.sites.get(ctx, obs.SiteID)
 	if err != nil {
-		return fmt.Errorf("read configuration of site %s: %w", obs.SiteID, err)
+		logger.Warn("site configuration unavailable; will retry", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
-		return errStopped
+		return
 	}
 	if !ok {
 		// Observations of a deleted or unknown site change nothing.
 		w.s.m.observations.WithLabelValues("ignored").Inc()
-		w.applied = max(w.applied, seq)
-		return nil
+		w.ackLocked(m, seq, obs.SiteID, obs.ID)
+		return
 	}
 	if w.stale {
 		if err := w.reload(ctx); err != nil {
-			return fmt.Errorf("reload bucket states: %w", err)
+			logger.Warn("reload bucket states; will retry", "err", err)
+			_ = m.NakWithDelay(time.Second)
+			return
 		}
 	}
 	st := w.state(obs.SiteID)
 	before := !trivial(st)
-	out := st.Observe(sc.site, *obs, w.s.env)
+	out := st.Observe(sc.site, obs, w.s.env)
 	if err := w.apply(ctx, st, out, before, logger); err != nil {
 		w.stale = true
 		w.s.m.errors.Inc()
-		return err
+		logger.Warn("effects not yet durable; observation will be redelivered", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
 	}
 	w.s.m.observations.WithLabelValues("applied").Inc()
-	w.applied = max(w.applied, seq)
-	return nil
+	w.ackLocked(m, seq, obs.SiteID, obs.ID)
 }
 
-// quarantine sets aside an observation the worker cannot use: it is recorded
-// with the reason under events.QuarantineKey, logged and counted, and the
-// bucket moves past it.
-func (w *worker) quarantine(ctx context.Context, subject string, seq uint64, reason string) {
+// quarantine terminates an undecodable observation: the server never
+// redelivers it and announces it, with the reason, in a terminated-delivery
+// advisory. The bucket moves past it.
+func (w *worker) quarantine(m jetstream.Msg, seq uint64, err error) {
 	w.s.m.observations.WithLabelValues("poison").Inc()
-	w.logger.Warn("quarantined an observation", "subject", subject, "stream_seq", seq, "reason", reason)
-	q := Quarantined{Stream: events.StreamObservations, StreamSeq: seq, Subject: subject, Reason: reason, At: w.s.o.now()}
-	if err := w.s.store.quarantine(ctx, w.bucket, q); err != nil {
-		w.logger.Warn("record quarantined observation", "stream_seq", seq, "err", err)
-	}
-	w.mu.Lock()
-	w.applied = max(w.applied, seq)
-	w.mu.Unlock()
+	w.logger.Warn("quarantined an undecodable observation", "subject", m.Subject(), "stream_seq", seq, "err", err)
+	_ = m.TermWithReason("undecodable observation: " + err.Error())
+	w.advance(seq)
 }
 
-// doneIfUneventful takes obs as applied without reading the site's
-// configuration if it can change nothing: a healthy observation (Uneventful)
-// of a site with no state. Most observations of a large fleet are that. It
-// reports whether it did.
-func (w *worker) doneIfUneventful(seq uint64, obs *events.ObservationSummary) bool {
+// ackUneventful acknowledges obs without reading the site's configuration if
+// it can change nothing: a healthy observation (Uneventful) of a site with no
+// state. Most observations of a large fleet are that. It reports whether it
+// did.
+func (w *worker) ackUneventful(m jetstream.Msg, seq uint64, obs *events.ObservationSummary) bool {
 	if !Uneventful(obs) {
 		return false
 	}
@@ -486,8 +382,22 @@ func (w *worker) doneIfUneventful(seq uint64, obs *events.ObservationSummary) bo
 		return false
 	}
 	w.s.m.observations.WithLabelValues("uneventful").Inc()
-	w.applied = max(w.applied, seq)
+	w.ackLocked(m, seq, obs.SiteID, obs.ID)
 	return true
+}
+
+func (w *worker) ackLocked(m jetstream.Msg, seq uint64, siteID, msgID string) {
+	w.applied = max(w.applied, seq)
+	if err := m.Ack(); err != nil {
+		w.logger.Debug("ack", "site", siteID, "msg_id", msgID, "err", err)
+	}
+}
+
+// advance moves the bucket's position past an observation given up as poison.
+func (w *worker) advance(seq uint64) {
+	w.mu.Lock()
+	w.applied = max(w.applied, seq)
+	w.mu.Unlock()
 }
 
 // state returns the site's state, a fresh one for a site with none.
