@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/vigil-dev/vigil/events"
 )
@@ -27,7 +28,7 @@ func (p *probe) classify(parent, ctx context.Context, err error) (events.Class, 
 		hsk *handshakeError
 		dia *dialError
 	)
-	timedOut := ctx.Err() != nil || isTimeout(err)
+	timedOut := p.expired(ctx) || isTimeout(err)
 	switch {
 	case errors.As(err, &rdr):
 		return rdr.Class, rdr.Msg
@@ -125,6 +126,15 @@ func certClass(err error) events.Class {
 	// Unknown authority (including self-signed), wrong host name, and any
 	// other reason the chain does not verify.
 	return events.ClassTLSUntrusted
+}
+
+// expired reports whether the check's time is up. The connection's deadline
+// and ctx's timer are the same instant but fire apart, so an I/O error at the
+// deadline can come before ctx says it is done; and not every such error says
+// it was a timeout (bufio returns a partial line without its error, which
+// net/http then calls a malformed response).
+func (p *probe) expired(ctx context.Context) bool {
+	return ctx.Err() != nil || !p.deadline.IsZero() && !time.Now().Before(p.deadline)
 }
 
 // isTimeout reports whether err is a deadline or an I/O timeout.

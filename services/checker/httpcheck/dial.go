@@ -65,36 +65,6 @@ func (c *Checker) control(network, address string, _ syscall.RawConn) error {
 // as in package net.
 const minAttempt = 2 * time.Second
 
-// dialContext is the transport's DialContext: it dials for the probe of
-// the request ctx comes from.
-func dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	p := probeFrom(ctx)
-	if p == nil {
-		return nil, &dialError{Err: errNoProbe}
-	}
-	return p.dial(ctx, network, addr)
-}
-
-// dialTLSContext is the transport's DialTLSContext: it dials and runs the
-// TLS handshake for the probe of the request ctx comes from, with that
-// check's settings.
-func dialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	p := probeFrom(ctx)
-	if p == nil {
-		return nil, &dialError{Err: errNoProbe}
-	}
-	return p.dialTLS(ctx, network, addr)
-}
-
-// dial opens a TCP connection to addr ("host:port") for the probe: see
-// connect.
-func (p *probe) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	// The transport detaches dials from the request's deadline; restore it.
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
-	defer cancel()
-	return p.connect(ctx, network, addr)
-}
-
 // connect opens a TCP connection to addr ("host:port") for the probe: it
 // resolves host through the cache and tries its addresses in order, each
 // through the guarded dialer. ctx ends by the check's deadline.
@@ -187,14 +157,12 @@ func parsePort(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-// dialTLS opens a connection as dial does, then runs the TLS handshake
+// dialTLS opens a connection as connect does, then runs the TLS handshake
 // itself so that it can record the certificate whatever the outcome and
-// verify the chain on its own terms (see verify). The tls.Config is the
-// check's own, so checks with and without verification share the transport.
+// verify the chain on its own terms (see verify).
 func (p *probe) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	// The dial and the handshake are bounded by the check's deadline.
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
-	defer cancel()
+	// ctx, the request's, ends at the check's deadline: it bounds the dial
+	// and the handshake.
 	raw, err := p.connect(ctx, network, addr)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,13 @@
 // connections, never reused by another check, so one site cannot affect the
 // result of another.
 //
+// Requests are HTTP/1.1 with "Connection: close", the Checker's User-Agent
+// and, unless the spec sets its own or the method is HEAD, "Accept-Encoding:
+// gzip", as a browser would send; keywords are searched in the decompressed
+// body. Informational (1xx) responses before the final one are skipped, five
+// at most. An internationalized host name is resolved and sent in its ASCII
+// form.
+//
 // # Classification
 //
 // Failures are classified by the phase in which they happened:
@@ -55,13 +62,14 @@
 package httpcheck
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -145,20 +153,25 @@ type Checker struct {
 	dns    *dnsCache
 	now    func() time.Time
 
-	// client is shared by every check. Its transport keeps no connection
-	// (keep-alives are off), so each request dials afresh; everything that
-	// belongs to one check (the dialers writing the timings, the TLS
-	// settings, the redirect policy) is found through the *probe in the
-	// request's context (see probeFrom).
+	// client is shared by every check. Its transport dials afresh for
+	// each request and keeps no connection; everything that belongs to one
+	// check (the dialers writing the timings, the TLS settings, the
+	// redirect policy) is found through the *probe in the request's
+	// context (see probeFrom).
 	client *http.Client
 
 	// Made once rather than per dial: the Control hook (a method value),
 	// the source addresses by family (nil for the default), the
 	// User-Agent header value (never modified: a spec's User-Agent
-	// replaces it).
+	// replaces it) and the Accept-Encoding one of checks that set none.
 	controlFn          func(network, address string, c syscall.RawConn) error
 	srcAddr4, srcAddr6 *net.TCPAddr
 	userAgent          []string
+	acceptGzip         []string
+
+	// readers and writers hold the buffers of connections between checks
+	// (*connReader, *bufio.Writer): every check has a new connection.
+	readers, writers sync.Pool
 
 	// dialAddr connects to one literal address; tests replace it to keep
 	// traffic off non-loopback addresses.
@@ -207,9 +220,12 @@ func New(opts Options) (*Checker, error) {
 		dialAddr: func(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
 		},
-		userAgent: []string{opts.UserAgent},
+		userAgent:  []string{opts.UserAgent},
+		acceptGzip: []string{"gzip"},
 	}
 	c.controlFn = c.control
+	c.readers.New = newConnReader
+	c.writers.New = newConnWriter
 	if src := opts.SourceAddr; src.IsValid() {
 		a := &net.TCPAddr{IP: src.AsSlice()}
 		if src.Is4() {
@@ -219,31 +235,11 @@ func New(opts Options) (*Checker, error) {
 		}
 	}
 
-	// HTTP/1.1 only, as when each check had its own transport with custom
-	// dialers (which left HTTP/2 off) and a TLS handshake offering no ALPN.
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	tr := &http.Transport{
-		Proxy:          nil, // never a proxy from the environment
-		DialContext:    dialContext,
-		DialTLSContext: dialTLSContext,
-		// No connection outlives its request: every request dials (its
-		// own dial, with its own context, see probeFrom), and a
-		// connection is handed to the request that dialed it or closed,
-		// never kept for another check.
-		DisableKeepAlives:      true,
-		MaxResponseHeaderBytes: maxHeaderBytes,
-		// Every check dials afresh, so every check allocates these buffers
-		// (4 KiB each by default). A check's request is a few hundred
-		// bytes; longer response lines are read in several pieces.
-		WriteBufferSize: 1 << 10,
-		ReadBufferSize:  2 << 10,
-		Protocols:       &protocols,
-		// No ResponseHeaderTimeout: the request's context ends at the
-		// check's deadline, which comes before any such timeout would.
-	}
+	// The client follows redirects; roundTripper sends each request on a
+	// connection of its own (see roundTrip): HTTP/1.1, a TLS handshake
+	// offering no ALPN, never a proxy from the environment.
 	c.client = &http.Client{
-		Transport:     roundTripper{rt: tr},
+		Transport:     roundTripper{},
 		CheckRedirect: checkRedirect,
 	}
 	return c, nil
@@ -340,14 +336,16 @@ type probe struct {
 	c        *Checker
 	spec     events.CheckSpec
 	deadline time.Time
-	trace    httptrace.ClientTrace
+	// gzip says the check asks for gzip-compressed bodies (as browsers and
+	// net/http's transport do) and so must decompress the ones it reads.
+	gzip bool
 
-	// Written by dialing goroutines as well as the checking one.
+	// Written while the requests run, read by Check at the end: mu keeps
+	// every read of them consistent.
 	mu                                  sync.Mutex
 	phase                               phase
 	failPhase                           phase // phase when a request failed
 	dnsDur, connectDur, tlsDur, ttfbDur time.Duration
-	gotConn                             time.Time
 	tls                                 *events.TLSInfo
 
 	// Used only by the goroutine running Check: the client calls
@@ -381,24 +379,7 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 	defer cancel()
 	p.deadline, _ = ctx.Deadline()
 
-	p.trace = httptrace.ClientTrace{
-		GetConn: func(string) { p.setPhase(phaseConn) },
-		GotConn: func(httptrace.GotConnInfo) {
-			p.mu.Lock()
-			p.phase = phaseRequest
-			p.gotConn = time.Now()
-			p.mu.Unlock()
-		},
-		GotFirstResponseByte: func() {
-			p.mu.Lock()
-			if !p.gotConn.IsZero() {
-				p.ttfbDur += time.Since(p.gotConn)
-				p.gotConn = time.Time{}
-			}
-			p.mu.Unlock()
-		},
-	}
-	reqCtx := httptrace.WithClientTrace(context.WithValue(ctx, probeKey{}, p), &p.trace)
+	reqCtx := context.WithValue(ctx, probeKey{}, p)
 	// The URL is parsed once, by NewRequestWithContext. It is given GET,
 	// so that only the URL can be refused there; the spec's method is
 	// checked below, after the URL, as it always was.
@@ -433,6 +414,11 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 		}
 		req.Header.Set(k, v)
 	}
+	if method != http.MethodHead && req.Header.Get("Accept-Encoding") == "" && req.Header.Get("Range") == "" {
+		// http.Client copies the header into the requests of a redirect.
+		req.Header["Accept-Encoding"] = p.c.acceptGzip
+		p.gzip = true
+	}
 
 	resp, err := p.c.client.Do(req)
 	if len(p.chain) > 0 {
@@ -465,17 +451,37 @@ func (p *probe) run(parent context.Context, res *Result) (events.Class, string) 
 		return events.ClassOK, ""
 	}
 	p.setPhase(phaseBody)
-	cls, msg, err := scanBody(resp.Body, p.c.opts.MaxBodyBytes, spec.Keywords, spec.ForbiddenKeywords)
+	body, err := p.decoded(resp)
+	var cls events.Class
+	var msg string
+	if err == nil {
+		cls, msg, err = scanBody(body, p.c.opts.MaxBodyBytes, spec.Keywords, spec.ForbiddenKeywords)
+	}
 	if err != nil {
 		switch {
 		case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
 			return events.ClassMonitorNetwork, "check canceled"
-		case ctx.Err() != nil || isTimeout(err):
+		case p.expired(ctx) || isTimeout(err):
 			return events.ClassTimeout, "reading body: " + err.Error()
 		}
 		return events.ClassBodyRead, "reading body: " + err.Error()
 	}
 	return cls, msg
+}
+
+// decoded returns the body of resp as sent: decompressed when the check
+// asked for gzip and got it. Keywords are searched for, and MaxBodyBytes
+// counted, in the decompressed body, so a small compressed body cannot
+// expand past the bound.
+func (p *probe) decoded(resp *http.Response) (io.Reader, error) {
+	if !p.gzip || !strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		return resp.Body, nil
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return zr, nil
 }
 
 // probeKey is the context key of the *probe a request belongs to.
@@ -495,9 +501,7 @@ var errNoProbe = errors.New("httpcheck: request without a check")
 
 // roundTripper marks where each request of a chain starts and ends, so that
 // an error can be placed in its phase.
-type roundTripper struct {
-	rt http.RoundTripper
-}
+type roundTripper struct{}
 
 func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := probeFrom(req.Context())
@@ -505,8 +509,8 @@ func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errNoProbe
 	}
 	p.lastURL = req.URL.Redacted()
-	p.setPhase(phaseStart) // until the transport asks for a connection
-	resp, err := r.rt.RoundTrip(req)
+	p.setPhase(phaseStart) // until the request is found valid
+	resp, err := p.roundTrip(req)
 	p.mu.Lock()
 	if err != nil {
 		p.failPhase = p.phase
