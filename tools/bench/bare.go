@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,4 +137,47 @@ func (b bareTarget) run(ctx context.Context, conc int, rate float64, maxChecks i
 		r.FleetCPUPer1000 = round3(fcpu.Seconds() / float64(r.Checks) * 1000)
 	}
 	return r
+}
+
+// medianRun returns the index in runs of the run with the median CPU per
+// 1,000 checks: for an even count, the lower of the two middle runs, so the
+// floor Vigil is compared with is never raised by averaging. Runs that
+// measured nothing (CPUPer1000 0: no check finished) carry no figure and are
+// left out of the ordering rather than counted as the cheapest; if no run
+// measured anything, the first is returned. Ties keep the runs' order. It
+// returns -1 for no runs.
+func medianRun(runs []Bare) int {
+	if len(runs) == 0 {
+		return -1
+	}
+	idx := measuredRuns(runs)
+	if len(idx) == 0 {
+		return 0
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(runs[a].CPUPer1000, runs[b].CPUPer1000) })
+	return idx[(len(idx)-1)/2]
+}
+
+// cpuSpread returns the lowest and highest CPU per 1,000 checks of the runs
+// that measured something (0, 0 if none did).
+func cpuSpread(runs []Bare) (lo, hi float64) {
+	for k, i := range measuredRuns(runs) {
+		c := runs[i].CPUPer1000
+		if k == 0 {
+			lo, hi = c, c
+		}
+		lo, hi = min(lo, c), max(hi, c)
+	}
+	return lo, hi
+}
+
+// measuredRuns returns the indexes of the runs with a CPU per 1,000 checks.
+func measuredRuns(runs []Bare) []int {
+	var idx []int
+	for i, b := range runs {
+		if b.CPUPer1000 > 0 {
+			idx = append(idx, i)
+		}
+	}
+	return idx
 }

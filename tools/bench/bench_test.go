@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 // TestTinyRun runs the whole harness: 50 sites every 10s, 15s measured,
-// the fleet in a child process, the bare loop after.
+// the fleet in a child process, the bare loop after (two paced runs).
 func TestTinyRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole pipeline for about 22s")
@@ -40,7 +42,8 @@ func TestTinyRun(t *testing.T) {
 		Mix:          fleet.Mix{},
 		Incidents:    1,
 		BareFlat:     time.Second,
-		BarePacedMax: time.Second,
+		BarePacedMax: 500 * time.Millisecond,
+		BareRuns:     2,
 		OutDir:       out,
 		CPUProfile:   filepath.Join(out, "cpu.prof"),
 		MemProfile:   filepath.Join(out, "mem.prof"),
@@ -75,13 +78,14 @@ func TestTinyRun(t *testing.T) {
 		"freshness.p99_seconds", "freshness.max_seconds", "freshness.never_checked",
 		"cpu.vigil_seconds_per_1000_checks", "cpu.fleet_seconds_per_1000_checks",
 		"memory.vigil_peak_rss_bytes", "jetstream.bytes_per_check", "events.false_events",
-		"bare_paced.cpu_seconds_per_1000_checks", "bare_flat.rate", "cpu_ratio_vigil_over_bare",
+		"bare_paced.cpu_seconds_per_1000_checks", "bare_paced_runs", "bare_flat.rate", "cpu_ratio_vigil_over_bare",
 		"coverage.missed_slots", "machine.cpus", "targets",
 	} {
 		if _, ok := lookup(doc, field); !ok {
 			t.Errorf("result JSON lacks %s", field)
 		}
 	}
+	checkPacedRuns(t, doc, 2)
 	if r.RequiredChecksPerSec != 5 {
 		t.Errorf("required %v checks/s, want 5", r.RequiredChecksPerSec)
 	}
@@ -103,13 +107,31 @@ func TestTinyRun(t *testing.T) {
 	if r.BarePaced == nil || r.BarePaced.Checks == 0 || r.BareFlat == nil || r.BareFlat.Rate <= 0 || r.CPURatio <= 0 {
 		t.Errorf("bare loop: paced %+v, flat %+v, ratio %v", r.BarePaced, r.BareFlat, r.CPURatio)
 	}
-	if r.BarePaced != nil && r.BarePaced.Failed > 0 {
-		t.Errorf("bare loop: %d failed requests to healthy sites", r.BarePaced.Failed)
+	for k, b := range r.BarePacedRuns {
+		if b.Failed > 0 {
+			t.Errorf("bare loop: paced run %d: %d failed requests to healthy sites", k+1, b.Failed)
+		}
 	}
 	for _, p := range []string{"cpu.prof", "mem.prof"} {
 		if st, err := os.Stat(filepath.Join(out, p)); err != nil || st.Size() == 0 {
 			t.Errorf("profile %s not written: %v", p, err)
 		}
+	}
+}
+
+// checkPacedRuns checks that the result JSON has want paced bare-loop runs
+// and that bare_paced is one of them.
+func checkPacedRuns(t *testing.T, doc map[string]any, want int) {
+	t.Helper()
+	v, _ := lookup(doc, "bare_paced_runs")
+	runs, ok := v.([]any)
+	if !ok || len(runs) != want {
+		t.Errorf("bare_paced_runs = %v, want %d runs", v, want)
+		return
+	}
+	med, _ := lookup(doc, "bare_paced")
+	if !slices.ContainsFunc(runs, func(run any) bool { return reflect.DeepEqual(run, med) }) {
+		t.Errorf("bare_paced %v is none of bare_paced_runs %v", med, runs)
 	}
 }
 
@@ -125,6 +147,93 @@ func lookup(doc map[string]any, path string) (any, bool) {
 		}
 	}
 	return cur, true
+}
+
+// TestMedianRun checks which paced run is taken as the floor.
+func TestMedianRun(t *testing.T) {
+	runs := func(cpu ...float64) []Bare {
+		out := make([]Bare, len(cpu))
+		for i, c := range cpu {
+			out[i] = Bare{CPUPer1000: c, Checks: 100}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		runs   []Bare
+		want   int
+		lo, hi float64
+	}{
+		{"none", nil, -1, 0, 0},
+		{"one", runs(0.2), 0, 0.2, 0.2},
+		{"odd", runs(0.29, 0.171, 0.2), 2, 0.171, 0.29},
+		{"even: the lower middle", runs(0.3, 0.1, 0.2, 0.4), 2, 0.1, 0.4},
+		{"two", runs(0.25, 0.19), 1, 0.19, 0.25},
+		{"ties keep the order", runs(0.2, 0.2, 0.2), 1, 0.2, 0.2},
+		{"a run that measured nothing is left out", runs(0, 0.3, 0.2), 2, 0.2, 0.3},
+		{"nothing measured but one", runs(0, 0.3, 0), 1, 0.3, 0.3},
+		{"nothing measured", runs(0, 0), 0, 0, 0},
+	} {
+		if got := medianRun(tc.runs); got != tc.want {
+			t.Errorf("%s: medianRun = %d, want %d", tc.name, got, tc.want)
+		}
+		if lo, hi := cpuSpread(tc.runs); lo != tc.lo || hi != tc.hi {
+			t.Errorf("%s: cpuSpread = %v, %v, want %v, %v", tc.name, lo, hi, tc.lo, tc.hi)
+		}
+	}
+}
+
+// TestBarePacedResult checks the ratio against the median run and the
+// table's bare-loop line.
+func TestBarePacedResult(t *testing.T) {
+	r := &Result{CPU: CPU{VigilPer1000: 0.392}}
+	r.setBarePaced([]Bare{
+		{CPUPer1000: 0.214, Checks: 100001, Rate: 1665, Concurrency: 95},
+		{CPUPer1000: 0.188, Checks: 100001, Rate: 1666, Concurrency: 95},
+		{CPUPer1000: 0.196, Checks: 100001, Rate: 1665.2, Concurrency: 95},
+	})
+	if r.BarePaced == nil || r.BarePaced.CPUPer1000 != 0.196 || len(r.BarePacedRuns) != 3 {
+		t.Fatalf("bare paced %+v, runs %+v", r.BarePaced, r.BarePacedRuns)
+	}
+	if r.CPURatio != 2 || r.BarePacedCPUMin != 0.188 || r.BarePacedCPUMax != 0.214 {
+		t.Errorf("ratio %v, spread %v–%v", r.CPURatio, r.BarePacedCPUMin, r.BarePacedCPUMax)
+	}
+	var sb strings.Builder
+	r.WriteTable(&sb)
+	want := "0.196  (median of 3: 0.188–0.214; 100001 checks at 1665/s, 95 goroutines)"
+	if !strings.Contains(sb.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, sb.String())
+	}
+
+	one := &Result{CPU: CPU{VigilPer1000: 0.4}}
+	one.setBarePaced([]Bare{{CPUPer1000: 0.2, Checks: 6, Rate: 5, Concurrency: 1}})
+	sb.Reset()
+	one.WriteTable(&sb)
+	if want := "0.200  (6 checks at 5/s, 1 goroutines)"; !strings.Contains(sb.String(), want) {
+		t.Errorf("single run: table lacks %q:\n%s", want, sb.String())
+	}
+
+	none := &Result{}
+	none.setBarePaced(nil)
+	if none.BarePaced != nil || none.BarePacedRuns != nil || none.CPURatio != 0 {
+		t.Errorf("no runs: %+v", none)
+	}
+}
+
+// TestBareRunsConfig checks --bare-runs' default and that a negative count
+// is refused.
+func TestBareRunsConfig(t *testing.T) {
+	c := Config{Sites: 1, Interval: time.Minute, Duration: time.Minute}.withDefaults()
+	if c.BareRuns != 3 || c.BarePacedMax != 40*time.Second {
+		t.Errorf("defaults: %d runs of at most %s, want 3 of 40s", c.BareRuns, c.BarePacedMax)
+	}
+	if err := c.validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	c.BareRuns = -1
+	if err := c.withDefaults().validate(); err == nil {
+		t.Error("-1 paced runs accepted")
+	}
 }
 
 func TestPercentiles(t *testing.T) {

@@ -37,9 +37,16 @@ type Result struct {
 	Detection Detection `json:"detection"`
 	Pool      Pool      `json:"pool"`
 
-	BarePaced *Bare `json:"bare_paced,omitempty"`
-	BareFlat  *Bare `json:"bare_flat,omitempty"`
-	// CPURatio is Vigil's CPU per check over the paced bare loop's.
+	// BarePaced is the paced bare-loop run with the median CPU per check
+	// (see medianRun); BarePacedRuns is every paced run, in order, and
+	// BarePacedCPUMin and BarePacedCPUMax their lowest and highest CPU per
+	// 1,000 checks.
+	BarePaced       *Bare   `json:"bare_paced,omitempty"`
+	BarePacedRuns   []Bare  `json:"bare_paced_runs,omitempty"`
+	BarePacedCPUMin float64 `json:"bare_paced_min_cpu_seconds_per_1000_checks,omitempty"`
+	BarePacedCPUMax float64 `json:"bare_paced_max_cpu_seconds_per_1000_checks,omitempty"`
+	BareFlat        *Bare   `json:"bare_flat,omitempty"`
+	// CPURatio is Vigil's CPU per check over the median paced bare run's.
 	CPURatio float64 `json:"cpu_ratio_vigil_over_bare"`
 
 	// NATSAsyncErrors counts the client connection's asynchronous errors
@@ -173,6 +180,37 @@ type Target struct {
 
 const gib = 1 << 30
 
+// setBarePaced records the paced bare-loop runs: every one, their spread,
+// and as BarePaced the median one, against which CPURatio is computed (one
+// run is too noisy a floor). It sets nothing when there are no runs.
+func (r *Result) setBarePaced(runs []Bare) {
+	i := medianRun(runs)
+	if i < 0 {
+		return
+	}
+	med := runs[i]
+	r.BarePaced = &med
+	r.BarePacedRuns = runs
+	r.BarePacedCPUMin, r.BarePacedCPUMax = cpuSpread(runs)
+	if med.CPUPer1000 > 0 {
+		r.CPURatio = round3(r.CPU.VigilPer1000 / med.CPUPer1000)
+	}
+}
+
+// pacedSpread describes, for the table, the runs behind BarePaced: "" for a
+// single run, else e.g. "median of 3: 0.188–0.214; ".
+func (r *Result) pacedSpread() string {
+	n := len(r.BarePacedRuns)
+	if n < 2 {
+		return ""
+	}
+	of := fmt.Sprint(n)
+	if m := len(measuredRuns(r.BarePacedRuns)); m < n {
+		of = fmt.Sprintf("%d measured runs of %d", m, n)
+	}
+	return fmt.Sprintf("median of %s: %.3f–%.3f; ", of, r.BarePacedCPUMin, r.BarePacedCPUMax)
+}
+
 func (r *Result) evaluate() {
 	r.Targets = []Target{
 		{
@@ -252,7 +290,7 @@ func (r *Result) WriteTable(w io.Writer) {
 		p("CPU s / 1000 checks, fleet", fmt.Sprintf("%.3f  (%.1f s)", r.CPU.FleetPer1000, r.CPU.FleetSeconds))
 	}
 	if b := r.BarePaced; b != nil {
-		p("CPU s / 1000 checks, bare loop", fmt.Sprintf("%.3f  (%d checks at %.0f/s, %d goroutines)", b.CPUPer1000, b.Checks, b.Rate, b.Concurrency))
+		p("CPU s / 1000 checks, bare loop", fmt.Sprintf("%.3f  (%s%d checks at %.0f/s, %d goroutines)", b.CPUPer1000, r.pacedSpread(), b.Checks, b.Rate, b.Concurrency))
 		p("CPU ratio Vigil / bare", fmt.Sprintf("%.2fx", r.CPURatio))
 	}
 	if b := r.BareFlat; b != nil {

@@ -51,7 +51,8 @@ func run(args []string) int {
 	maxW := fs.Int("max-workers", 0, "checker max workers (default: the configuration's)")
 	noBare := fs.Bool("no-bare", false, "skip the bare HTTP loop")
 	bareFlat := fs.Duration("bare-flat", 10*time.Second, "how long the bare loop runs flat out (0 skips it)")
-	barePaced := fs.Duration("bare-paced-max", time.Minute, "longest paced bare-loop run")
+	barePaced := fs.Duration("bare-paced-max", 40*time.Second, "each paced bare-loop run makes at most this long's worth of checks at the required rate")
+	bareRuns := fs.Int("bare-runs", 3, "paced bare-loop runs, one after another; Vigil's CPU per check is compared with the median run's")
 	flatConc := fs.Int("bare-flat-concurrency", 256, "goroutines of the flat-out bare loop")
 	out := fs.String("out", "bench-results", "directory of the JSON results and the run's log")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measurement window (Vigil side) to this file")
@@ -67,7 +68,7 @@ func run(args []string) int {
 	}
 	cfg := bench.Config{Mode: *mode, Seed: *seed, LatencyMedian: *latency, IncidentFor: *incidentFor,
 		FleetInProcess: *inproc, FleetExe: *fleetExe, MinWorkers: *minW, MaxWorkers: *maxW,
-		NoBare: *noBare, BareFlat: *bareFlat, BarePacedMax: *barePaced, BareFlatConcurrency: *flatConc, OutDir: *out,
+		NoBare: *noBare, BareFlat: *bareFlat, BarePacedMax: *barePaced, BareRuns: *bareRuns, BareFlatConcurrency: *flatConc, OutDir: *out,
 		CPUProfile: *cpuprofile, MemProfile: *memprofile, HTTPAddr: *httpAddr, KeepData: *keep,
 		Ramp: *ramp, RampStep: *rampStep, RampMax: *rampMax,
 		Log: os.Stdout, Command: "bench " + strings.Join(args, " "), Warmup: *warmup, Drain: *drain}
