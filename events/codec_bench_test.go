@@ -29,6 +29,22 @@ func benchCheckCommand() *CheckCommand {
 	}
 }
 
+// benchCheckBatch is a batch of n commands like benchCheckCommand's, for
+// sites shop-0, shop-1, ...
+func benchCheckBatch(n int) *CheckBatch {
+	b := &CheckBatch{Region: "eu"}
+	for i := range n {
+		c := *benchCheckCommand()
+		c.SiteID = fmt.Sprintf("shop-%d", i)
+		c.Bucket = Bucket(c.SiteID)
+		c.DueAt = c.DueAt.Add(time.Duration(i) * time.Millisecond)
+		c.ID = CommandID(c.SiteID, "eu", PurposeScheduled, c.DueAt)
+		b.Commands = append(b.Commands, c)
+	}
+	b.ID = BatchID(b.Region, b.Envelope().Time, b.Commands)
+	return b
+}
+
 func benchObservation() *Observation {
 	o := sampleObservation()
 	o.ConfigSeq = 4242

@@ -9,6 +9,7 @@
 //
 //	SITES         vigil.sites.<bucket>.<site>                 site configuration changes (SiteChange)
 //	CHECKS        vigil.checks.<region>.<bucket>.<site>       check commands (CheckCommand)
+//	              vigil.checks.<region>.batch.<id>            batches of them (CheckBatch)
 //	OBSERVATIONS  vigil.obs.<bucket>.<site>                   what checkers saw (Observation)
 //	EVENTS        vigil.events.<bucket>.<site>.<kind>         derived site events (SiteEvent)
 //	              vigil.events.region.<region>.<kind>         region impaired / recovered (RegionEvent)

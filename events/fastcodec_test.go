@@ -60,6 +60,10 @@ func codecSamples() []codecSample {
 	}
 
 	add("check command", benchCheckCommand(), true)
+	add("check batch", benchCheckBatch(3), true)
+	add("check batch/one", benchCheckBatch(1), true)
+	add("check batch/empty", &CheckBatch{ID: DeriveID(t, "b"), Region: "eu", Commands: []CheckCommand{}}, true)
+	add("check batch/odd command", &CheckBatch{ID: DeriveID(t, "b"), Region: "eu", Commands: []CheckCommand{*cmd(func(c *CheckCommand) { c.SiteID = odd; c.DueAt = kolkata })}}, true)
 	add("check command/minimal", &CheckCommand{ID: CommandID("s1", "local", PurposeScheduled, t), SiteID: "s1", Region: "local", Purpose: PurposeScheduled, DueAt: t, Deadline: t.Add(time.Minute)}, true)
 	add("check command/odd site", cmd(func(c *CheckCommand) { c.SiteID = odd }), true)
 	add("check command/odd id", cmd(func(c *CheckCommand) { c.ID = strings.ReplaceAll(odd, "%", "") }), true)

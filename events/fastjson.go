@@ -65,6 +65,7 @@ var (
 		"id", "site_id", "bucket", "region", "purpose", "due_at", "deadline",
 		"incident_id", "config_seq", "check",
 	}
+	batchFields     = []string{"id", "region", "commands"}
 	checkSpecFields = []string{
 		"url", "method", "timeout", "headers", "expect_status", "keywords",
 		"forbidden_keywords", "redirects", "tls_verify", "last_redirect_chain",
@@ -88,7 +89,7 @@ var (
 // Decode.
 
 // decodeFast decodes data into v, reporting whether it did. It handles
-// *ObservationSummary, *Observation and *CheckCommand whose maps, slices and
+// *ObservationSummary, *Observation, *CheckCommand and *CheckBatch whose maps, slices and
 // pointers are nil (as a fresh value's are), and reports false, leaving v
 // untouched, for any other v or any input it is not sure to read exactly as
 // json.Unmarshal would. On true, v is what json.Unmarshal(data, v) would have
@@ -128,6 +129,15 @@ func decodeFast(data []byte, v Message) bool {
 		}
 		tmp := *m
 		if !d.checkCommand(&tmp) || !d.atEnd() {
+			return false
+		}
+		*m = tmp
+	case *CheckBatch:
+		if m == nil || m.Commands != nil {
+			return false
+		}
+		tmp := *m
+		if !d.checkBatch(&tmp) || !d.atEnd() {
 			return false
 		}
 		*m = tmp
@@ -274,6 +284,26 @@ func (d *decoder) tlsInfo(t *TLSInfo) bool {
 			return d.bool(&t.ChainValid)
 		case "verify_error":
 			return d.str(&t.VerifyError)
+		}
+		return false
+	})
+}
+
+func (d *decoder) checkBatch(b *CheckBatch) bool {
+	return d.object(batchFields, func(name string) bool {
+		switch name {
+		case "id":
+			return d.str(&b.ID)
+		case "region":
+			return d.str(&b.Region)
+		case "commands":
+			list := []CheckCommand{}
+			ok := d.array(func() bool {
+				list = append(list, CheckCommand{})
+				return d.checkCommand(&list[len(list)-1])
+			})
+			b.Commands = list
+			return ok
 		}
 		return false
 	})
@@ -912,8 +942,8 @@ func (d *decoder) skipValue(depth int) bool {
 
 // Encode.
 
-// marshalJSONFast returns json.Marshal(m), byte for byte, for an *Observation
-// or *CheckCommand, and true. It returns false for any other message, and for
+// marshalJSONFast returns json.Marshal(m), byte for byte, for an *Observation,
+// *CheckCommand or *CheckBatch, and true. It returns false for any other message, and for
 // a value json.Marshal refuses (a NaN or infinite float, a time outside the
 // years 0 to 9999 or with a zone offset of a day or more), for the caller to
 // ask json.Marshal, which returns its error.
@@ -931,6 +961,11 @@ func marshalJSONFast(m Message) ([]byte, bool) {
 			return nil, false
 		}
 		e.checkCommand(m)
+	case *CheckBatch:
+		if m == nil {
+			return nil, false
+		}
+		e.checkBatch(m)
 	default:
 		return nil, false
 	}
@@ -1049,6 +1084,27 @@ func (e *encoder) tlsInfo(t *TLSInfo) {
 	if t.VerifyError != "" {
 		e.raw(`,"verify_error":`)
 		e.str(t.VerifyError)
+	}
+	e.raw(`}`)
+}
+
+func (e *encoder) checkBatch(b *CheckBatch) {
+	e.raw(`{"id":`)
+	e.str(b.ID)
+	e.raw(`,"region":`)
+	e.str(b.Region)
+	e.raw(`,"commands":`)
+	if b.Commands == nil {
+		e.raw("null")
+	} else {
+		e.buf = append(e.buf, '[')
+		for i := range b.Commands {
+			if i > 0 {
+				e.buf = append(e.buf, ',')
+			}
+			e.checkCommand(&b.Commands[i])
+		}
+		e.buf = append(e.buf, ']')
 	}
 	e.raw(`}`)
 }

@@ -87,6 +87,8 @@ func decodeTargets(m Message) []func() Message {
 		}
 	case *CheckCommand:
 		return []func() Message{func() Message { return &CheckCommand{} }}
+	case *CheckBatch:
+		return []func() Message{func() Message { return &CheckBatch{} }}
 	}
 	return nil
 }
@@ -450,6 +452,7 @@ func TestFastJSONFieldLists(t *testing.T) {
 		{reflect.TypeFor[TLSInfo](), tlsInfoFields},
 		{reflect.TypeFor[CertExpiry](), certExpiryFields},
 		{reflect.TypeFor[CheckCommand](), commandFields},
+		{reflect.TypeFor[CheckBatch](), batchFields},
 		{reflect.TypeFor[CheckSpec](), checkSpecFields},
 	} {
 		var names []string
@@ -473,7 +476,7 @@ func TestFastJSONFieldLists(t *testing.T) {
 	for _, typ := range []reflect.Type{
 		reflect.TypeFor[Observation](), reflect.TypeFor[ObservationSummary](), reflect.TypeFor[Timings](),
 		reflect.TypeFor[TLSInfo](), reflect.TypeFor[CertExpiry](), reflect.TypeFor[CheckCommand](),
-		reflect.TypeFor[CheckSpec](), reflect.TypeFor[Purpose](), reflect.TypeFor[Class](),
+		reflect.TypeFor[CheckBatch](), reflect.TypeFor[CheckSpec](), reflect.TypeFor[Purpose](), reflect.TypeFor[Class](),
 		reflect.TypeFor[RedirectPolicy](), reflect.TypeFor[Duration](),
 	} {
 		for _, iface := range []reflect.Type{
@@ -597,12 +600,13 @@ func TestFastMarshalCases(t *testing.T) {
 // TestFastMarshalOthersDecline: messages other than observations and
 // commands go to json.Marshal, and so does a nil message.
 func TestFastMarshalOthersDecline(t *testing.T) {
-	for _, m := range []Message{&SiteEvent{}, &RegionEvent{}, &SiteChange{}, &ObservationSummary{}, (*Observation)(nil), (*CheckCommand)(nil)} {
+	for _, m := range []Message{&SiteEvent{}, &RegionEvent{}, &SiteChange{}, &ObservationSummary{}, (*Observation)(nil), (*CheckCommand)(nil), (*CheckBatch)(nil)} {
 		if _, fast := marshalJSONFast(m); fast {
 			t.Errorf("%T: the fast path took it", m)
 		}
 	}
-	for _, m := range []Message{&SiteEvent{}, (*Observation)(nil), (*CheckCommand)(nil), (*ObservationSummary)(nil)} {
+	for _, m := range []Message{&SiteEvent{}, (*Observation)(nil), (*CheckCommand)(nil), (*ObservationSummary)(nil),
+		(*CheckBatch)(nil), &CheckBatch{Commands: []CheckCommand{}}} {
 		if decodeFast([]byte(`{}`), m) {
 			t.Errorf("%T: the fast decoder took it", m)
 		}
@@ -657,6 +661,7 @@ func FuzzFastDecode(f *testing.F) {
 		func() Message { return &Observation{} },
 		func() Message { return &ObservationSummary{} },
 		func() Message { return &CheckCommand{} },
+		func() Message { return &CheckBatch{} },
 	}
 	starts := startingValues()
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {

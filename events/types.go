@@ -11,6 +11,7 @@ const (
 	TypeSiteDeleted = "dev.vigil.site.config.deleted.v1"
 
 	TypeCheckCommand = "dev.vigil.check.command.v1"
+	TypeCheckBatch   = "dev.vigil.check.batch.v1"
 	TypeObservation  = "dev.vigil.check.observation.v1"
 
 	TypeSeemsDown   = "dev.vigil.site.seems_down.v1"

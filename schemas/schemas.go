@@ -17,6 +17,10 @@ const (
 	SiteChangeV1 = "site_change.v1.json"
 	// CheckCommandV1 is the schema of events.CheckCommand.
 	CheckCommandV1 = "check_command.v1.json"
+	// CheckBatchV1 is the schema of events.CheckBatch. Its commands are
+	// check commands, referred to by $ref to CheckCommandV1, so a validator
+	// needs both files.
+	CheckBatchV1 = "check_batch.v1.json"
 	// ObservationV1 is the schema of events.Observation.
 	ObservationV1 = "observation.v1.json"
 	// SiteEventV1 is the schema of events.SiteEvent.
@@ -42,6 +46,8 @@ func ForType(ceType string) (name string, ok bool) {
 		return SiteChangeV1, true
 	case events.TypeCheckCommand:
 		return CheckCommandV1, true
+	case events.TypeCheckBatch:
+		return CheckBatchV1, true
 	case events.TypeObservation:
 		return ObservationV1, true
 	case events.TypeSeemsDown, events.TypeDown, events.TypeRecovered,

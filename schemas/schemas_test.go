@@ -26,6 +26,7 @@ func allSchemaNames() []string {
 	return []string{
 		schemas.SiteChangeV1,
 		schemas.CheckCommandV1,
+		schemas.CheckBatchV1,
 		schemas.ObservationV1,
 		schemas.SiteEventV1,
 		schemas.RegionEventV1,
@@ -136,6 +137,39 @@ func minimalCheckCommand() *events.CheckCommand {
 			Timeout:   dur(10 * time.Second),
 			Redirects: events.RedirectFollow,
 		},
+	}
+}
+
+// fullCheckBatch is a batch of two full commands of one region: fullCheckCommand
+// and a retry of another site due a little later.
+func fullCheckBatch() *events.CheckBatch {
+	first := fullCheckCommand()
+	second := fullCheckCommand()
+	second.SiteID = "shop-7"
+	second.Bucket = events.Bucket(second.SiteID)
+	second.Purpose = events.PurposeRetry
+	second.DueAt = first.DueAt.Add(40 * time.Millisecond)
+	second.Deadline = second.DueAt.Add(30 * time.Second)
+	second.ID = events.CommandID(second.SiteID, second.Region, second.Purpose, second.DueAt)
+	second.ConfigSeq = 99
+	second.Check.URL = "https://shop.example.com/"
+	second.Check.Method = "HEAD"
+	commands := []events.CheckCommand{*first, *second}
+	return &events.CheckBatch{
+		ID:       events.BatchID(first.Region, first.DueAt, commands),
+		Region:   first.Region,
+		Commands: commands,
+	}
+}
+
+// minimalCheckBatch is a batch of one minimal command.
+func minimalCheckBatch() *events.CheckBatch {
+	cmd := minimalCheckCommand()
+	commands := []events.CheckCommand{*cmd}
+	return &events.CheckBatch{
+		ID:       events.BatchID(cmd.Region, cmd.DueAt, commands),
+		Region:   cmd.Region,
+		Commands: commands,
 	}
 }
 
@@ -273,6 +307,8 @@ func samples() []sample {
 		sample{name: "SiteChange/minimal", msg: minimalSiteChange(), minimal: true},
 		sample{name: "CheckCommand/full", msg: fullCheckCommand()},
 		sample{name: "CheckCommand/minimal", msg: minimalCheckCommand(), minimal: true},
+		sample{name: "CheckBatch/full", msg: fullCheckBatch()},
+		sample{name: "CheckBatch/minimal", msg: minimalCheckBatch(), minimal: true},
 		sample{name: "Observation/full", msg: fullObservation()},
 		sample{name: "Observation/minimal", msg: minimalObservation(), minimal: true},
 	)
@@ -326,6 +362,26 @@ func newCompiler(t *testing.T, names ...string) *jsonschema.Compiler {
 		}
 	}
 	return c
+}
+
+// embeddedLoader serves the schema files to a compiler by their $id, from
+// Files() alone: a $ref to anything else fails to compile. It records what it
+// served.
+type embeddedLoader struct {
+	loaded []string
+}
+
+func (l *embeddedLoader) Load(url string) (any, error) {
+	name, ok := strings.CutPrefix(url, schemas.BaseURI)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a Vigil schema", url)
+	}
+	b, err := fs.ReadFile(schemas.Files(), name)
+	if err != nil {
+		return nil, err
+	}
+	l.loaded = append(l.loaded, name)
+	return jsonschema.UnmarshalJSON(bytes.NewReader(b))
 }
 
 // compileAll compiles every schema file, keyed by file name.
@@ -620,8 +676,12 @@ func rename(t *testing.T, root any, path, newName string) {
 	obj[newName] = v
 }
 
-// resolve follows local $refs ("#/$defs/name") within a schema document.
-func resolve(t *testing.T, doc map[string]any, node any) map[string]any {
+// resolve follows $refs from a node of the schema document doc: local ones
+// ("#/$defs/name") and ones to another schema file ("file.json" or
+// "file.json#/$defs/name", relative to BaseURI). It returns the document the
+// schema reached is in, against which that schema's own $refs resolve, and
+// the schema.
+func resolve(t *testing.T, doc map[string]any, node any) (map[string]any, map[string]any) {
 	t.Helper()
 	for range 10 {
 		obj, ok := node.(map[string]any)
@@ -630,11 +690,22 @@ func resolve(t *testing.T, doc map[string]any, node any) map[string]any {
 		}
 		ref, ok := obj["$ref"].(string)
 		if !ok {
-			return obj
+			return doc, obj
 		}
-		name, ok := strings.CutPrefix(ref, "#/$defs/")
+		file, fragment, _ := strings.Cut(ref, "#")
+		if file != "" {
+			if strings.ContainsAny(file, ":/") {
+				t.Fatalf("$ref %q is not relative to %s", ref, schemas.BaseURI)
+			}
+			doc = schemaDoc(t, file)
+		}
+		if fragment == "" {
+			node = doc
+			continue
+		}
+		name, ok := strings.CutPrefix(fragment, "/$defs/")
 		if !ok {
-			t.Fatalf("$ref %q is not a local #/$defs/ reference", ref)
+			t.Fatalf("$ref %q is not to a file or to one of its $defs", ref)
 		}
 		defs, _ := doc["$defs"].(map[string]any)
 		target, ok := defs[name]
@@ -644,7 +715,7 @@ func resolve(t *testing.T, doc map[string]any, node any) map[string]any {
 		node = target
 	}
 	t.Fatalf("$ref chain too long")
-	return nil
+	return nil, nil
 }
 
 func stringSet(v any) map[string]bool {
@@ -683,6 +754,7 @@ func TestForType(t *testing.T) {
 		{events.TypeSiteResumed, schemas.SiteChangeV1},
 		{events.TypeSiteDeleted, schemas.SiteChangeV1},
 		{events.TypeCheckCommand, schemas.CheckCommandV1},
+		{events.TypeCheckBatch, schemas.CheckBatchV1},
 		{events.TypeObservation, schemas.ObservationV1},
 		{events.TypeSeemsDown, schemas.SiteEventV1},
 		{events.TypeDown, schemas.SiteEventV1},
@@ -720,6 +792,7 @@ func TestForType(t *testing.T) {
 		"",
 		"dev.vigil.site.config.created.v2",
 		"dev.vigil.check.command",
+		"dev.vigil.check.batch",
 		"dev.vigil.site.up.v1",
 		"DEV.VIGIL.CHECK.COMMAND.V1",
 		"com.example.other.v1",
@@ -730,9 +803,9 @@ func TestForType(t *testing.T) {
 	}
 }
 
-// TestSchemaFilesCompile checks the set of files and that each compiles on
-// its own, is draft 2020-12, and has a matching $id, a title and a
-// description.
+// TestSchemaFilesCompile checks the set of files and that each compiles from
+// the embedded files alone, is draft 2020-12, and has a matching $id, a title
+// and a description.
 func TestSchemaFilesCompile(t *testing.T) {
 	got, err := fs.Glob(schemas.Files(), "*.json")
 	if err != nil {
@@ -761,9 +834,21 @@ func TestSchemaFilesCompile(t *testing.T) {
 			if doc["type"] != "object" || doc["additionalProperties"] != false {
 				t.Errorf("top level must be a closed object: type %v, additionalProperties %v", doc["type"], doc["additionalProperties"])
 			}
-			// Each file is self-contained: it compiles without the others.
-			if _, err := newCompiler(t, name).Compile(schemas.BaseURI + name); err != nil {
+			// Each file compiles given only itself and the files its $refs
+			// name, loaded from Files() by their $id (nothing is fetched).
+			// Only the batch refers to another file.
+			c := newCompiler(t, name)
+			var loader embeddedLoader
+			c.UseLoader(&loader)
+			if _, err := c.Compile(schemas.BaseURI + name); err != nil {
 				t.Fatalf("compile: %v", err)
+			}
+			var wantLoaded []string
+			if name == schemas.CheckBatchV1 {
+				wantLoaded = []string{schemas.CheckCommandV1}
+			}
+			if !slices.Equal(loader.loaded, wantLoaded) {
+				t.Errorf("compiling loaded %v, want %v", loader.loaded, wantLoaded)
 			}
 		})
 	}
@@ -830,6 +915,7 @@ func TestSchemaMatchesGoType(t *testing.T) {
 	}{
 		{schemas.SiteChangeV1, reflect.TypeFor[events.SiteChange]()},
 		{schemas.CheckCommandV1, reflect.TypeFor[events.CheckCommand]()},
+		{schemas.CheckBatchV1, reflect.TypeFor[events.CheckBatch]()},
 		{schemas.ObservationV1, reflect.TypeFor[events.Observation]()},
 		{schemas.SiteEventV1, reflect.TypeFor[events.SiteEvent]()},
 		{schemas.RegionEventV1, reflect.TypeFor[events.RegionEvent]()},
@@ -844,7 +930,7 @@ func TestSchemaMatchesGoType(t *testing.T) {
 
 func compareObject(t *testing.T, path string, doc map[string]any, node any, typ reflect.Type) {
 	t.Helper()
-	obj := resolve(t, doc, node)
+	doc, obj := resolve(t, doc, node)
 	if obj["type"] != "object" || obj["additionalProperties"] != false {
 		t.Errorf("%s: schema is not a closed object", path)
 	}
@@ -865,7 +951,7 @@ func compareObject(t *testing.T, path string, doc map[string]any, node any, typ 
 		if f.optional && required[f.name] {
 			t.Errorf("%s: json tag has omitempty, but the schema requires it", p)
 		}
-		resolved := resolve(t, doc, prop)
+		propDoc, resolved := resolve(t, doc, prop)
 		if got, want := resolved["type"], jsonType(f.typ); got != want {
 			t.Errorf("%s: schema type %v, Go encodes %s", p, got, want)
 		}
@@ -874,9 +960,9 @@ func compareObject(t *testing.T, path string, doc map[string]any, node any, typ 
 			continue
 		}
 		if isSlice {
-			compareObject(t, p+"[]", doc, resolved["items"], st)
+			compareObject(t, p+"[]", propDoc, resolved["items"], st)
 		} else {
-			compareObject(t, p, doc, resolved, st)
+			compareObject(t, p, propDoc, resolved, st)
 		}
 	}
 	for _, k := range sortedKeys(props) {
@@ -948,6 +1034,12 @@ func TestRenamedFieldRejected(t *testing.T) {
 		{fullCheckCommand(), "incident_id", "incident"},
 		{fullCheckCommand(), "check.tls_verify", "verify_tls"},
 		{fullCheckCommand(), "check.last_redirect_chain", "redirect_chain"},
+		{fullCheckBatch(), "id", "batch_id"},
+		{fullCheckBatch(), "region", "zone"},
+		{fullCheckBatch(), "commands", "checks"},
+		{fullCheckBatch(), "commands.1.site_id", "siteId"},
+		{fullCheckBatch(), "commands.0.check.tls_verify", "verify_tls"},
+		{minimalCheckBatch(), "commands.0.due_at", "due"},
 		{fullObservation(), "checker_id", "checker"},
 		{fullObservation(), "status_code", "status"},
 		{fullObservation(), "timings.ttfb_ms", "ttfb"},
@@ -980,7 +1072,7 @@ func TestRenamedFieldRejected(t *testing.T) {
 // fails.
 func TestMissingRequiredRejected(t *testing.T) {
 	all := compileAll(t)
-	for _, m := range []events.Message{minimalSiteChange(), minimalCheckCommand(), minimalObservation(), minimalSiteEvent(), minimalRegionEvent()} {
+	for _, m := range []events.Message{minimalSiteChange(), minimalCheckCommand(), minimalCheckBatch(), minimalObservation(), minimalSiteEvent(), minimalRegionEvent()} {
 		name, sch := schemaFor(t, all, m)
 		for _, f := range jsonFields(t, reflect.TypeOf(m).Elem()) {
 			if f.optional {
@@ -1041,6 +1133,23 @@ func TestInvalidValuesRejected(t *testing.T) {
 		{fullCheckCommand(), "check.method", "get"},
 		{fullCheckCommand(), "check.timeout", ""},
 		{fullCheckCommand(), "check", nil},
+		// check_batch
+		{fullCheckBatch(), "id", strings.ToLower(ulid("x"))},
+		{fullCheckBatch(), "region", "eu west"},
+		{fullCheckBatch(), "region", "eu.west"},
+		{fullCheckBatch(), "region", ""},
+		{fullCheckBatch(), "commands", []any{}},
+		{fullCheckBatch(), "commands", nil},
+		{fullCheckBatch(), "commands", map[string]any{}},
+		{fullCheckBatch(), "commands.0", map[string]any{}},
+		{fullCheckBatch(), "commands.0", ulid("command")},
+		{fullCheckBatch(), "commands.0.bucket", 64},
+		{fullCheckBatch(), "commands.1.purpose", "manual"},
+		{fullCheckBatch(), "commands.1.due_at", "soon"},
+		{fullCheckBatch(), "commands.0.check.method", "POST"},
+		{fullCheckBatch(), "commands.1.extra", "x"},
+		{minimalCheckBatch(), "commands.0.site_id", deleteKey{}},
+		{minimalCheckBatch(), "commands.0.check", nil},
 		// observation
 		{fullObservation(), "class", "bogus"},
 		{fullObservation(), "status_code", 99},
@@ -1109,6 +1218,16 @@ func TestValidVariants(t *testing.T) {
 		{"empty headers", fullCheckCommand(), func(t *testing.T, doc map[string]any) {
 			set(t, doc, "check.headers", map[string]any{})
 		}},
+		{"batch of full and minimal commands", fullCheckBatch(), func(t *testing.T, doc map[string]any) {
+			set(t, doc, "commands.1", asMap(t, minimalCheckCommand()))
+		}},
+		{"batch of 50 commands", minimalCheckBatch(), func(t *testing.T, doc map[string]any) {
+			cmds := make([]any, 50)
+			for i := range cmds {
+				cmds[i] = asMap(t, minimalCheckCommand())
+			}
+			set(t, doc, "commands", cmds)
+		}},
 		{"expired certificate", fullSiteEvent(events.KindTLSExpired), func(t *testing.T, doc map[string]any) {
 			set(t, doc, "cert_days_left", -3)
 		}},
@@ -1168,5 +1287,22 @@ func TestSiteEventNilObservationIDs(t *testing.T) {
 	_, sch := schemaFor(t, all, ev)
 	if err := validateValue(t, sch, ev); err == nil {
 		t.Fatal("a SiteEvent with nil ObservationIDs validates")
+	}
+}
+
+// TestCheckBatchEmptyRejected documents that the schema is stricter than Go
+// about a batch's commands: a CheckBatch whose Commands is nil encodes it as
+// null and one whose Commands is empty as [], both of which Go decodes, but
+// Vigil never publishes an empty batch (a checker drops one as poison), so
+// the schema rejects both.
+func TestCheckBatchEmptyRejected(t *testing.T) {
+	all := compileAll(t)
+	for _, commands := range [][]events.CheckCommand{nil, {}} {
+		b := minimalCheckBatch()
+		b.Commands = commands
+		_, sch := schemaFor(t, all, b)
+		if err := validateValue(t, sch, b); err == nil {
+			t.Errorf("a CheckBatch with Commands %#v validates", commands)
+		}
 	}
 }
