@@ -11,6 +11,22 @@
 // moves its work to the others. Commands need no order: the CHECKS stream
 // keeps at most one pending command per site and region.
 //
+// # Batches
+//
+// The scheduler sends the commands of a region that come due together in
+// batches (events.CheckBatch, on subjects of their own), so the stream's
+// cost per message is paid once for many checks. The dispatcher decodes a
+// batch and hands each of its commands to a worker as a job of its own; a
+// command runs exactly as one received alone would. The batch's message is
+// settled once, by the last of its commands to finish: acknowledged when
+// every observation is durable, negatively acknowledged otherwise, so that
+// the whole batch is delivered again (its finished commands are then checked
+// a second time, which the state machine tolerates). A batch is kept alive
+// with progress acknowledgements while it is held. A command of a batch that
+// cannot be run is counted as poison and left out; a batch that cannot be
+// decoded, or is not for this region, is terminated whole. For prefetch and
+// MaxAckPending a batch is one message, however many commands it holds.
+//
 // # Delivery guarantees
 //
 // A command is acknowledged only after its observation is durable: the
@@ -71,7 +87,8 @@
 //
 // When Run's context is done the dispatcher stops pulling and hands back
 // (Nak) the commands it holds but has not started, so other checkers get them
-// at once. Checks in flight run to completion (they are bounded by their own
+// at once; a batch of which some commands started is handed back when they
+// finish. Checks in flight run to completion (they are bounded by their own
 // timeout, at most MaxCheckTimeout), their observations are published and
 // their commands acknowledged. A check still running after the grace period is
 // abandoned and its command left to be redelivered. Nothing is acknowledged
@@ -374,6 +391,9 @@ func (c *Checker) Run(ctx context.Context) error {
 
 	runErr := c.dispatch(runCtx, cons, jobs)
 	stop()
+	// The controller must be gone before the pool is waited for: a resize
+	// starting a worker (WaitGroup.Add) while Wait runs is a race.
+	<-ctrlDone
 	close(jobs)
 
 	done := make(chan struct{})
@@ -389,14 +409,18 @@ func (c *Checker) Run(ctx context.Context) error {
 		abortWork()
 		<-done
 	}
-	<-ctrlDone
 	c.logger.Info("checker stopped")
 	return runErr
 }
 
-// job is a command handed from the dispatcher to a worker.
+// job is a command handed from the dispatcher to a worker: a message holding
+// one command, which the worker decodes, or one command of a batch, decoded
+// by the dispatcher.
 type job struct {
-	msg jetstream.Msg
+	msg jetstream.Msg // a single command's message; nil for a batch's command
+	// batch and cmd are set for a command that came in a batch.
+	batch *batchMsg
+	cmd   *events.CheckCommand
 	// received is when the dispatcher got the message from the client.
 	received time.Time
 }
@@ -484,21 +508,47 @@ func (c *Checker) pullLoop(ctx context.Context, it jetstream.MessagesContext, jo
 			held = append(held, msg)
 			continue
 		}
-		j := job{msg: msg, received: time.Now()}
-		select {
-		case jobs <- j:
+		received := time.Now()
+		if !events.IsCheckBatchSubject(msg.Subject()) {
+			if !c.hand(ctx, jobs, job{msg: msg, received: received}) {
+				held = append(held, msg)
+			}
 			continue
-		default:
 		}
-		// Every worker is busy: wait, and tell the controller how long.
-		waitStart := time.Now()
-		select {
-		case jobs <- j:
-			c.est.dispatchWaited(time.Since(waitStart))
-		case <-ctx.Done():
-			c.est.dispatchWaited(time.Since(waitStart))
-			held = append(held, msg)
+		batch := c.openBatch(msg, received)
+		for i, j := range batch {
+			if c.hand(ctx, jobs, j) {
+				continue
+			}
+			if i == 0 {
+				// Nothing of it started: hand it back whole.
+				j.batch.progress.stop()
+				held = append(held, msg)
+			} else {
+				j.batch.release(len(batch) - i)
+			}
+			break
 		}
+	}
+}
+
+// hand gives j to an idle worker, waiting for one if every worker is busy.
+// It reports false if ctx was done first.
+func (c *Checker) hand(ctx context.Context, jobs chan<- job, j job) bool {
+	select {
+	case jobs <- j:
+		return true
+	default:
+	}
+	// Every worker is busy: wait, and tell the controller how long.
+	waitStart := time.Now()
+	select {
+	case jobs <- j:
+		c.est.dispatchWaited(time.Since(waitStart))
+		return true
+	case <-ctx.Done():
+		c.est.dispatchWaited(time.Since(waitStart))
+		return false
 	}
 }
 

@@ -29,43 +29,47 @@ const maxReasonLen = 240
 func (c *Checker) handle(ctx context.Context, j job) {
 	c.m.inFlight.Inc()
 	defer c.m.inFlight.Dec()
-	msg := j.msg
 
 	// The server redelivers a command it has heard nothing about for
 	// AckWait. One that waited long on the client gets a progress ack first;
-	// one that may be held long gets more while it is held (keepAlive).
+	// one that may be held long gets more while it is held (keepAlive). A
+	// batch has progress acknowledgements of its own (openBatch).
 	waited := time.Since(j.received)
-	if waited > c.progressEvery {
-		_ = msg.InProgress()
-		waited = 0
+	cmd := j.cmd
+	if j.batch == nil {
+		msg := j.msg
+		if waited > c.progressEvery {
+			_ = msg.InProgress()
+			waited = 0
+		}
+		cmd = new(events.CheckCommand)
+		if _, err := events.Decode(msg.Headers(), msg.Data(), cmd); err != nil {
+			c.terminate(msg, fmt.Errorf("undecodable check command: %w", err))
+			return
+		}
+		if err := c.validate(msg.Subject(), cmd); err != nil {
+			c.terminate(msg, err)
+			return
+		}
 	}
-
-	var cmd events.CheckCommand
-	if _, err := events.Decode(msg.Headers(), msg.Data(), &cmd); err != nil {
-		c.terminate(msg, fmt.Errorf("undecodable check command: %w", err))
-		return
-	}
-	if err := c.validate(msg.Subject(), &cmd); err != nil {
-		c.terminate(msg, err)
-		return
-	}
-	log := c.commandLog(ctx, &cmd)
+	log := c.commandLog(ctx, cmd)
 
 	now := c.now()
 	if !cmd.Deadline.IsZero() && now.After(cmd.Deadline) {
-		defer c.keepAlive(msg, waited, c.publishTimeout).stop()
-		obs := c.observation(&cmd, now, httpcheck.Result{
+		defer c.keepAlive(j, waited, c.publishTimeout).stop()
+		obs := c.observation(cmd, now, httpcheck.Result{
 			Class: events.ClassCommandExpired,
 			Error: fmt.Sprintf("command expired before it ran: deadline %s, due %s, now %s",
 				cmd.Deadline.UTC().Format(time.RFC3339Nano), cmd.DueAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano)),
 		})
 		if obs == nil {
+			c.settlePoison(j, cmd, errors.New("no observation ID can be made"))
 			return
 		}
 		// An expired command is demand the pool did not meet in time: the
 		// estimator counts it, so the pool grows instead of shrinking.
 		c.est.expired()
-		if c.publishAndAck(ctx, msg, obs, log) {
+		if c.publishAndAck(ctx, j, obs, log) {
 			c.m.expired.Inc()
 			if log.debug() {
 				log.Debug("command expired; reported unchecked", "observation_id", obs.ID, "deadline", cmd.Deadline)
@@ -81,11 +85,11 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	}
 	timeout = min(timeout, MaxCheckTimeout)
 	spec.Timeout = events.Duration(timeout)
-	defer c.keepAlive(msg, waited, c.holdBound(timeout, spec.Redirects)).stop()
+	defer c.keepAlive(j, waited, c.holdBound(timeout, spec.Redirects)).stop()
 	// Only sites with the alert policy read (and may write) KVRedirects.
 	var chain *chainRef
 	if spec.Redirects == events.RedirectAlert {
-		chain = c.readChain(ctx, &cmd, log)
+		chain = c.readChain(ctx, cmd, log)
 		spec.LastRedirectChain = chain.accepted
 	}
 
@@ -104,7 +108,11 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	if ctx.Err() != nil {
 		// Abandoned at the end of the shutdown grace period: the result
 		// says nothing about the site. Leave the command to another checker.
-		c.handBack([]jetstream.Msg{msg})
+		if j.batch != nil {
+			j.batch.done(false, 0)
+		} else {
+			c.handBack([]jetstream.Msg{j.msg})
+		}
 		log.Warn("check abandoned at shutdown; command handed back")
 		return
 	}
@@ -118,11 +126,12 @@ func (c *Checker) handle(ctx context.Context, j job) {
 	if res.StartedAt.IsZero() {
 		res.StartedAt = now
 	}
-	obs := c.observation(&cmd, res.StartedAt, res)
+	obs := c.observation(cmd, res.StartedAt, res)
 	if obs == nil {
+		c.settlePoison(j, cmd, errors.New("no observation ID can be made"))
 		return
 	}
-	if c.publishAndAck(ctx, msg, obs, log) {
+	if c.publishAndAck(ctx, j, obs, log) {
 		// A worker is held for the check and for publishing and acking its
 		// result (the publish was ~20 ms under load in the benchmark), so
 		// Little's law needs more than the check. But the publish time grows
@@ -135,7 +144,7 @@ func (c *Checker) handle(ctx context.Context, j job) {
 				"took", took, "err", obs.Error)
 		}
 		if chain != nil && chain.record && ok {
-			c.recordChain(ctx, &cmd, chain, &res, log)
+			c.recordChain(ctx, cmd, chain, &res, log)
 		}
 	}
 }
@@ -284,6 +293,18 @@ func (c *Checker) recordChain(ctx context.Context, cmd *events.CheckCommand, ref
 // validate refuses a command that decoded but cannot be acted on: it would
 // fail the same way on every delivery, so it is poison too.
 func (c *Checker) validate(subject string, cmd *events.CheckCommand) error {
+	if err := c.validateCommand(cmd); err != nil {
+		return err
+	}
+	if want := events.CheckSubject(cmd.Region, cmd.SiteID); subject != want {
+		return fmt.Errorf("check command %s arrived on %s, belongs on %s", cmd.ID, subject, want)
+	}
+	return nil
+}
+
+// validateCommand is validate without the subject, which a command in a
+// batch does not have.
+func (c *Checker) validateCommand(cmd *events.CheckCommand) error {
 	if cmd.ID == "" {
 		return errors.New("check command has no id")
 	}
@@ -295,9 +316,6 @@ func (c *Checker) validate(subject string, cmd *events.CheckCommand) error {
 	}
 	if want := events.Bucket(cmd.SiteID); cmd.Bucket != want {
 		return fmt.Errorf("check command %s has bucket %d, site %s is in bucket %d", cmd.ID, cmd.Bucket, cmd.SiteID, want)
-	}
-	if want := events.CheckSubject(cmd.Region, cmd.SiteID); subject != want {
-		return fmt.Errorf("check command %s arrived on %s, belongs on %s", cmd.ID, subject, want)
 	}
 	return nil
 }
@@ -320,8 +338,8 @@ func (c *Checker) terminate(msg jetstream.Msg, cause error) {
 }
 
 // observation builds the observation of cmd from a check result. It returns
-// nil (after terminating the command) if no ID can be made, which only a
-// broken clock can cause.
+// nil if no ID can be made, which only a broken clock can cause; the caller
+// then settles the command as poison.
 func (c *Checker) observation(cmd *events.CheckCommand, started time.Time, res httpcheck.Result) *events.Observation {
 	id, err := c.ids.New(started)
 	if err != nil {
@@ -361,11 +379,11 @@ func (c *Checker) observation(cmd *events.CheckCommand, started time.Time, res h
 // AckWait and checked once more, the occasional second check the state
 // machine tolerates. Waiting would hold the worker for one more round trip
 // per check.
-func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *events.Observation, log commandLog) bool {
+func (c *Checker) publishAndAck(ctx context.Context, j job, obs *events.Observation, log commandLog) bool {
 	out, err := events.Marshal(obs)
 	if err != nil {
 		// Deterministic: a redelivery would fail the same way.
-		c.terminate(msg, fmt.Errorf("encode observation %s: %w", obs.ID, err))
+		c.settlePoison(j, log.cmd, fmt.Errorf("encode observation %s: %w", obs.ID, err))
 		return false
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
@@ -373,19 +391,48 @@ func (c *Checker) publishAndAck(ctx context.Context, msg jetstream.Msg, obs *eve
 	cancel()
 	if err != nil {
 		c.m.publishErrors.Inc()
+		msg := j.msg
+		if j.batch != nil {
+			msg = j.batch.msg
+		}
 		delay := c.retryDelay(msg)
-		nakErr := msg.NakWithDelay(delay)
+		var nakErr error
+		if j.batch != nil {
+			j.batch.done(false, delay)
+		} else {
+			nakErr = msg.NakWithDelay(delay)
+		}
 		log.Warn("publish observation failed; command will be checked again", "observation_id", obs.ID,
 			"err", fmt.Errorf("publish to %s: %w", obs.Envelope().NATSSubject, err), "retry_in", delay, "nak_err", nakErr)
 		return false
 	}
 	c.m.checks.WithLabelValues(string(obs.Class)).Inc()
-	if err := msg.Ack(); err != nil {
+	if j.batch != nil {
+		j.batch.done(true, 0)
+		return true
+	}
+	if err := j.msg.Ack(); err != nil {
 		// The observation is durable; the command will be redelivered and
 		// checked once more, which the state machine tolerates.
 		log.Warn("acknowledge command failed; it may be checked again", "observation_id", obs.ID, "err", err)
 	}
 	return true
+}
+
+// settlePoison settles a command that can never give an observation (one
+// whose observation cannot be encoded, or a clock that cannot date it): a
+// command alone is terminated with the cause; one in a batch is counted and
+// logged, and done, so that the batch's other commands are not checked again
+// for it.
+func (c *Checker) settlePoison(j job, cmd *events.CheckCommand, cause error) {
+	if j.batch == nil {
+		c.terminate(j.msg, cause)
+		return
+	}
+	c.m.poison.Inc()
+	c.logger.Warn("check command in a batch dropped: no observation can be made of it",
+		"batch_id", j.batch.id, "site", cmd.SiteID, "command_id", cmd.ID, "err", cause)
+	j.batch.done(true, 0)
 }
 
 // commandLog logs about one command. Every record carries the site, its
@@ -456,11 +503,11 @@ func (c *Checker) holdBound(timeout time.Duration, policy events.RedirectPolicy)
 // within progressEvery anyway needs none: with the default 10 s timeout a
 // check is held ~20 s at most, below the 30 s progressEvery, so only long
 // timeouts pay for a timer. It returns nil then; stopping nil does nothing.
-func (c *Checker) keepAlive(msg jetstream.Msg, waited, hold time.Duration) *progress {
-	if waited+hold <= c.progressEvery {
+func (c *Checker) keepAlive(j job, waited, hold time.Duration) *progress {
+	if j.batch != nil || waited+hold <= c.progressEvery {
 		return nil
 	}
-	return startProgress(msg, c.progressEvery)
+	return startProgress(j.msg, c.progressEvery)
 }
 
 // retryDelay is how long a command whose observation could not be published

@@ -152,13 +152,13 @@ func TestProgressTimerOnlyForLongHolds(t *testing.T) {
 		{"longest timeout", 0, MaxCheckTimeout, events.RedirectFollow, true},
 		{"default timeout after a long wait", 15 * time.Second, time.Duration(events.DefaultCheckTimeout), events.RedirectFollow, true},
 	} {
-		p := c.keepAlive(msg, tt.waited, c.holdBound(tt.timeout, tt.policy))
+		p := c.keepAlive(job{msg: msg}, tt.waited, c.holdBound(tt.timeout, tt.policy))
 		if got := p != nil; got != tt.want {
 			t.Errorf("%s: progress timer %v, want %v", tt.name, got, tt.want)
 		}
 		p.stop()
 	}
-	if c.keepAlive(msg, 0, c.publishTimeout) != nil {
+	if c.keepAlive(job{msg: msg}, 0, c.publishTimeout) != nil {
 		t.Error("an expired command (publish only) got a progress timer")
 	}
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	poolSize      prometheus.Gauge
 	expired       prometheus.Counter
 	poison        prometheus.Counter
+	batches       prometheus.Counter
 	pullStalls    prometheus.Counter
 	publishErrors prometheus.Counter
 	duration      *prometheus.HistogramVec // by outcome
@@ -67,6 +68,13 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 	if m.poison, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name:        "vigil_checker_poison_total",
 		Help:        "Commands that could not be decoded or acted on, terminated with a reason.",
+		ConstLabels: l,
+	})); err != nil {
+		return nil, err
+	}
+	if m.batches, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "vigil_checker_batches_total",
+		Help:        "Batch messages (several commands in one message) taken; their commands count in the other metrics as commands.",
 		ConstLabels: l,
 	})); err != nil {
 		return nil, err

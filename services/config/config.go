@@ -80,6 +80,9 @@ type Checker struct {
 type Scheduler struct {
 	// Tick is how often due checks are published.
 	Tick time.Duration
+	// BatchSize is the most check commands in one CHECKS message; 1 sends
+	// every command alone.
+	BatchSize int
 }
 
 // StateMachine configures the incident state machine.
@@ -192,6 +195,8 @@ func (c *Config) table() []*field {
 			value: &sizeValue{p: &c.Checker.MaxBodyBytes, min: 1 << 10}},
 		{key: "scheduler.tick", flag: "scheduler-tick", def: "100ms", usage: "how often the scheduler publishes due checks",
 			value: &durationValue{p: &c.Scheduler.Tick, min: 10 * time.Millisecond, max: 10 * time.Second}},
+		{key: "scheduler.batch_size", flag: "scheduler-batch-size", def: "50", usage: "most check commands of one region sent in one CHECKS message (1: every command alone)",
+			value: &intValue{p: &c.Scheduler.BatchSize, min: 1, max: 1000}},
 		{key: "statemachine.single_region", flag: "single-region", def: "false", devDef: "true", usage: "with a single region, confirm Down locally after confirm_after failures (there is nobody to verify)",
 			value: &boolValue{p: &c.StateMachine.SingleRegion}},
 		{key: "statemachine.verify_timeout", flag: "verify-timeout", def: "90s", usage: "how long other regions have to answer a verification; silent regions do not vote",

@@ -34,6 +34,12 @@ func TestDefaults(t *testing.T) {
 	if c.Checker.TargetPolicy != "public_only" {
 		t.Errorf("service target policy = %s", c.Checker.TargetPolicy)
 	}
+	if c.Scheduler.BatchSize != 50 {
+		t.Errorf("scheduler batch size = %d, want 50", c.Scheduler.BatchSize)
+	}
+	if b, _, err := load(t, Service, nil, map[string]string{"VIGIL_SCHEDULER_BATCH_SIZE": "0"}); err == nil {
+		t.Errorf("batch size 0 accepted: %d", b.Scheduler.BatchSize)
+	}
 	d, _, _ := load(t, Dev, nil, nil)
 	if d.Checker.TargetPolicy != "allow_private" {
 		t.Errorf("dev target policy = %s", d.Checker.TargetPolicy)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/internal/natstest"
@@ -82,15 +83,21 @@ func fleet(n int, prefix string, iv time.Duration) []events.Site {
 	return sites
 }
 
-// received is a command as it arrived on CHECKS.
+// received is a command as it arrived on CHECKS, alone or in a batch.
 type received struct {
 	cmd     events.CheckCommand
 	arrived time.Time
+	// The message it arrived in: its subject, its ID (the command's own, or
+	// the batch's) and how many commands it carried.
+	subject string
+	msgID   string
+	size    int
 }
 
-// collector consumes every command for region "local" from CHECKS, acking
+// collector consumes every message for region "local" from CHECKS, acking
 // each (CHECKS is a work queue keeping one pending command per subject, so
-// the collector must keep up), and records it.
+// the collector must keep up), and records the commands in it: a single
+// command, or every command of a batch.
 type collector struct {
 	mu   sync.Mutex
 	cmds []received
@@ -111,13 +118,15 @@ func collect(t testing.TB, js jetstream.JetStream) *collector {
 	c := &collector{}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		arrived := time.Now()
-		var cmd events.CheckCommand
-		if _, err := events.Decode(m.Headers(), m.Data(), &cmd); err != nil {
-			t.Errorf("undecodable command on %s: %v", m.Subject(), err)
+		cmds, id, err := decodeChecks(m.Subject(), m.Headers(), m.Data())
+		if err != nil {
+			t.Errorf("undecodable message on %s: %v", m.Subject(), err)
 		}
 		_ = m.Ack()
 		c.mu.Lock()
-		c.cmds = append(c.cmds, received{cmd: cmd, arrived: arrived})
+		for _, cmd := range cmds {
+			c.cmds = append(c.cmds, received{cmd: cmd, arrived: arrived, subject: m.Subject(), msgID: id, size: len(cmds)})
+		}
 		c.mu.Unlock()
 	})
 	if err != nil {
@@ -125,6 +134,23 @@ func collect(t testing.TB, js jetstream.JetStream) *collector {
 	}
 	t.Cleanup(cc.Stop)
 	return c
+}
+
+// decodeChecks decodes a CHECKS message: a batch (on a batch subject) or a
+// single command. It returns the commands and the message's ID.
+func decodeChecks(subject string, h nats.Header, data []byte) ([]events.CheckCommand, string, error) {
+	if events.IsCheckBatchSubject(subject) {
+		var b events.CheckBatch
+		if _, err := events.Decode(h, data, &b); err != nil {
+			return nil, "", err
+		}
+		return b.Commands, b.ID, nil
+	}
+	var cmd events.CheckCommand
+	if _, err := events.Decode(h, data, &cmd); err != nil {
+		return nil, "", err
+	}
+	return []events.CheckCommand{cmd}, cmd.ID, nil
 }
 
 // all returns what arrived so far, optionally only for one site.

@@ -15,6 +15,8 @@ type metrics struct {
 	missed    prometheus.Counter
 	errors    prometheus.Counter
 	lag       prometheus.Histogram
+	// perMessage is the commands per acknowledged CHECKS message.
+	perMessage prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,6 +46,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from a command's due instant to its (successful) publish.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
+		perMessage: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vigil_scheduler_commands_per_message",
+			Help:    "Check commands per CHECKS message acknowledged (1 for a command sent alone, more for a batch).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+		}),
 	}
 	for _, p := range []events.Purpose{events.PurposeScheduled, events.PurposeRetry} {
 		m.published.WithLabelValues(string(p))
@@ -51,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.targets, m.owned, m.published, m.missed, m.errors, m.lag} {
+	for _, c := range []prometheus.Collector{m.targets, m.owned, m.published, m.missed, m.errors, m.lag, m.perMessage} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

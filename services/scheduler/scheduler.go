@@ -1,6 +1,8 @@
 // Package scheduler turns site configurations into check commands: for every
-// site of the buckets this instance owns, one command per due instant, on the
-// site's CHECKS subject for the primary region.
+// site of the buckets this instance owns, one command per due instant for the
+// primary region, sent to CHECKS together with the other commands of the
+// region that came due in the same tick, in CheckBatch messages (see
+// Publishing).
 //
 // # Targets
 //
@@ -29,9 +31,14 @@
 // while running (not in the initial grab): its sites start at the first slot
 // no older than lease.MaxHandover, so the slots that fell between the old
 // owner's death and the takeover are still sent if their deadline has not
-// passed. Slots the old owner did send are then sent twice, but with the same
-// deterministic command ID inside CHECKS's two-minute duplicate window, so
-// the stream drops them.
+// passed. Slots the old owner did send are then sent twice. A command the old
+// owner sent alone has the same deterministic ID inside CHECKS's two-minute
+// duplicate window, so the stream drops it; one it sent in a batch came in
+// company the new owner cannot reproduce (other buckets, other tick
+// boundaries), so the new owner's message has another ID and the slot is
+// checked twice, which the state machine tolerates. Only the old owner's
+// slots due between the start of the look-back and its death are affected,
+// less than a lease period of them.
 //
 // Due slots wait in a min-heap keyed by due instant with lazy invalidation
 // (see dueHeap): a tick costs in proportion to the checks due, not to the
@@ -41,16 +48,37 @@
 //
 // Every tick publishes the commands due, at most MaxPerTick and never more
 // than the free room of a bounded async-publish window; the rest stay due and
-// go out on the next tick. A command whose publish fails is retried on the
-// following ticks (same ID, so a publish that did reach the stream is dropped
-// as a duplicate) while before its deadline and until a later slot of the same
-// site comes due and supersedes it: after an outage a site gets one check, not
-// one per missed slot. Commands whose deadline passed (a stalled scheduler, a
-// long outage of NATS) are counted as missed and never sent late, so
-// recovering from a stall is not a burst. Publishing runs on the tick
-// goroutine and waits for acknowledgements on others; reading SITES and
-// KVCadence runs on goroutines of its own and shares with the tick only a
-// mutex held for map and heap operations.
+// go out on the next tick. A message stored in CHECKS costs about as much as
+// the check it asks for (a store, a delivery, an acknowledgement and a
+// publish acknowledgement), so the commands of one region due in the same tick
+// go out together: in events.CheckBatch messages of at most BatchSize commands
+// (WithBatchSize), each on a subject of its own (events.CheckBatchSubject), and
+// split further if a batch's encoding would come near CHECKS's maximum message
+// size. A command left by itself (the only one of its region in a tick, a
+// remainder, or with WithBatchSize(1) every command) is sent alone, as a
+// CheckCommand on its site's subject, where the stream's
+// one-pending-command-per-subject rule lets a newer command replace a stale
+// one still waiting. A batch is never replaced: how late its commands run is
+// bounded by their own deadlines, past which a checker drops them unrun.
+//
+// A message whose publish fails is retried command by command: each of its
+// commands is carried over (one per site) and sent again on the following
+// ticks while before its deadline and until a later slot of the same site
+// comes due and supersedes it: after an outage a site gets one check, not one
+// per missed slot. A command keeps its ID, and a batch's ID is derived from
+// its region and its commands' IDs in order, so a message that did reach the
+// stream is dropped as a duplicate when it is sent again alike (a tick sends
+// its commands in order of due instant and ID, so the commands of a failed
+// batch carried over by themselves are batched alike again); a batch sent
+// again with other company (commands dropped or added since) has another ID,
+// and if the first one did reach the stream (only its acknowledgement was
+// lost) its commands are checked twice, which the state machine tolerates.
+// Commands whose deadline passed (a stalled scheduler, a long outage of NATS)
+// are counted as missed and never sent late, so recovering from a stall is
+// not a burst. Publishing runs on the tick goroutine and waits for
+// acknowledgements on others; reading SITES and KVCadence runs on goroutines
+// of its own and shares with the tick only a mutex held for map and heap
+// operations.
 //
 // # Fast retries
 //
@@ -68,9 +96,11 @@ import (
 	"github.com/vigil-dev/vigil/services/ops"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-dev/vigil/events"
@@ -86,7 +116,20 @@ const (
 	DefaultMaxPerTick = 5000
 	DefaultMaxPending = 4000
 	DefaultAckTimeout = 5 * time.Second
+	// DefaultBatchSize is the most commands in one CHECKS message. Fifty
+	// amortise the stream's per-message cost (store, delivery,
+	// acknowledgement, publish acknowledgement) to a few percent of a
+	// command's, while a batch stays a few tens of KiB, well under CHECKS's
+	// 256 KiB maximum message size, and the work one checker takes at once
+	// stays small.
+	DefaultBatchSize = 50
 )
+
+// maxBatchBytes bounds the encoded data of a batch: a batch above it is split
+// in halves. It is below CHECKS's 256 KiB maximum message size (the streams'
+// MaxMsgSize in services/topology), leaving room for the headers, so a batch
+// of commands with large check specs is split instead of refused.
+const maxBatchBytes = 192 << 10
 
 // Option configures a Scheduler.
 type Option func(*options)
@@ -102,6 +145,7 @@ type options struct {
 	maxPerTick  int
 	maxPending  int
 	ackTimeout  time.Duration
+	batchSize   int
 	leaseOpts   []lease.Option
 	onPublished func(cmd events.CheckCommand, duplicate bool)
 }
@@ -143,6 +187,11 @@ func WithMaxPending(n int) Option { return func(o *options) { o.maxPending = n }
 // before it counts as failed and is retried (default 5s).
 func WithAckTimeout(d time.Duration) Option { return func(o *options) { o.ackTimeout = d } }
 
+// WithBatchSize sets the most commands published in one CHECKS message
+// (default DefaultBatchSize). With 1 every command is a message of its own on
+// its site's subject.
+func WithBatchSize(n int) Option { return func(o *options) { o.batchSize = n } }
+
 // WithLeaseOptions passes further options to the lease manager (tests use
 // lease.WithoutRelease to simulate a crash).
 func WithLeaseOptions(opts ...lease.Option) Option {
@@ -164,6 +213,8 @@ type Scheduler struct {
 	region string
 	logger *slog.Logger
 	m      *metrics
+	// maxBatchBytes is maxBatchBytes; tests lower it.
+	maxBatchBytes int
 
 	mu sync.Mutex // guards st
 	st *state
@@ -192,6 +243,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 		maxPerTick: DefaultMaxPerTick,
 		maxPending: DefaultMaxPending,
 		ackTimeout: DefaultAckTimeout,
+		batchSize:  DefaultBatchSize,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -199,8 +251,8 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 	if err := events.ValidateRegions(o.regions); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	if o.tick <= 0 || o.leaseTTL <= 0 || o.maxPerTick <= 0 || o.maxPending <= 0 || o.ackTimeout <= 0 {
-		return nil, errors.New("scheduler: tick, lease TTL, max per tick, max pending and ack timeout must be positive")
+	if o.tick <= 0 || o.leaseTTL <= 0 || o.maxPerTick <= 0 || o.maxPending <= 0 || o.ackTimeout <= 0 || o.batchSize <= 0 {
+		return nil, errors.New("scheduler: tick, lease TTL, max per tick, max pending, ack timeout and batch size must be positive")
 	}
 	if o.instanceID == "" {
 		o.instanceID = ops.InstanceID("scheduler")
@@ -229,6 +281,8 @@ func New(js jetstream.JetStream, opts ...Option) (*Scheduler, error) {
 		logger: o.logger.With("scheduler_id", o.instanceID),
 		m:      m,
 		st:     newState(o.regions[0]),
+
+		maxBatchBytes: maxBatchBytes,
 	}, nil
 }
 
@@ -436,54 +490,153 @@ func (s *Scheduler) tick() {
 		s.logger.Warn("check commands not sent: deadline passed or superseded by a newer slot", "count", missed)
 	}
 	if len(batch) > 0 {
+		// A deterministic order, so the commands of a batch whose publish
+		// failed, carried over (from a map) and sent by themselves, make the
+		// same batch again, with the same ID: if the first did reach the
+		// stream, the second is dropped as a duplicate.
+		slices.SortFunc(batch, func(a, b *events.CheckCommand) int {
+			if c := a.DueAt.Compare(b.DueAt); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
 		s.publish(batch)
 	}
 }
 
-// inflight is a published command awaiting its acknowledgement.
+// inflight is a published message awaiting its acknowledgement.
 type inflight struct {
-	cmd    *events.CheckCommand
+	id     string                 // the message's ID: a command's or a batch's
+	cmds   []*events.CheckCommand // the commands in it
 	fut    jetstream.PubAckFuture
 	sentAt time.Time
 }
 
-// publish sends a batch asynchronously; acknowledgements are awaited on
-// another goroutine.
+// describe names a message for logs and errors.
+func describe(id string, cmds []*events.CheckCommand) string {
+	if len(cmds) == 1 {
+		return fmt.Sprintf("check command %s for site %s", id, cmds[0].SiteID)
+	}
+	return fmt.Sprintf("check batch %s of %d commands", id, len(cmds))
+}
+
+// sending collects the outcome of one publish call.
+type sending struct {
+	sent     []inflight
+	failed   []*events.CheckCommand
+	firstErr error
+}
+
+// publish sends a tick's commands asynchronously, in batches of at most
+// BatchSize commands of one region; acknowledgements are awaited on another
+// goroutine.
 func (s *Scheduler) publish(batch []*events.CheckCommand) {
-	var sent []inflight
-	var failed []*events.CheckCommand
-	var firstErr error
-	for _, cmd := range batch {
-		msg, err := events.Marshal(cmd)
-		if err != nil {
-			// A command we cannot encode will not encode next time either.
-			s.m.errors.Inc()
-			s.logger.Error("encode check command", "site", cmd.SiteID, "bucket", cmd.Bucket, "msg_id", cmd.ID, "err", err)
-			continue
+	var out sending
+	for _, cmds := range byRegion(batch) {
+		for chunk := range slices.Chunk(cmds, s.o.batchSize) {
+			s.publishChunk(&out, chunk)
 		}
-		at := s.o.now()
-		fut, err := s.pub.PublishMsgAsync(msg, jetstream.WithExpectStream(events.StreamChecks))
-		if err != nil {
-			failed = append(failed, cmd)
-			firstErr = firstOf(firstErr, fmt.Errorf("publish check command %s for site %s: %w", cmd.ID, cmd.SiteID, err))
-			continue
-		}
-		sent = append(sent, inflight{cmd: cmd, fut: fut, sentAt: at})
 	}
-	if len(failed) > 0 {
-		s.retryLater(failed, firstErr)
+	if len(out.failed) > 0 {
+		s.retryLater(out.failed, out.firstErr)
 	}
-	if len(sent) > 0 {
+	if len(out.sent) > 0 {
 		s.acks.Add(1)
 		go func() {
 			defer s.acks.Done()
-			s.awaitAcks(sent)
+			s.awaitAcks(out.sent)
 		}()
 	}
 }
 
-// awaitAcks waits for a batch's acknowledgements and queues the failures for
-// a retry.
+// byRegion groups commands by region, keeping their order within a region.
+func byRegion(cmds []*events.CheckCommand) [][]*events.CheckCommand {
+	region := cmds[0].Region
+	i := 1
+	for i < len(cmds) && cmds[i].Region == region {
+		i++
+	}
+	if i == len(cmds) {
+		return [][]*events.CheckCommand{cmds} // the usual case: one region
+	}
+	var groups [][]*events.CheckCommand
+next:
+	for _, c := range cmds {
+		for g := range groups {
+			if groups[g][0].Region == c.Region {
+				groups[g] = append(groups[g], c)
+				continue next
+			}
+		}
+		groups = append(groups, []*events.CheckCommand{c})
+	}
+	return groups
+}
+
+// publishChunk sends commands of one region: alone if there is one, else as
+// one batch, or as several if the batch's encoding is over the byte bound.
+func (s *Scheduler) publishChunk(out *sending, cmds []*events.CheckCommand) {
+	if len(cmds) == 1 {
+		s.publishOne(out, cmds[0])
+		return
+	}
+	b := &events.CheckBatch{Region: cmds[0].Region, Commands: make([]events.CheckCommand, len(cmds))}
+	for i, c := range cmds {
+		b.Commands[i] = *c
+	}
+	b.ID = events.BatchID(b.Region, b.Envelope().Time, b.Commands)
+	msg, err := events.Marshal(b)
+	if err != nil {
+		// A command that cannot be encoded must not take the others down
+		// with it: send them one by one, which logs and drops the bad one.
+		s.logger.Warn("encode check batch; sending its commands one by one", "batch", b.ID, "commands", len(cmds), "err", err)
+		for _, c := range cmds {
+			s.publishOne(out, c)
+		}
+		return
+	}
+	if len(msg.Data) > s.maxBatchBytes {
+		// Too large for CHECKS (or close to it): split, down to single
+		// commands if need be.
+		h := len(cmds) / 2
+		s.publishChunk(out, cmds[:h])
+		s.publishChunk(out, cmds[h:])
+		return
+	}
+	s.send(out, msg, b.ID, cmds)
+}
+
+// publishOne sends one command by itself, on its site's subject.
+func (s *Scheduler) publishOne(out *sending, cmd *events.CheckCommand) {
+	msg, err := events.Marshal(cmd)
+	if err != nil {
+		// A command we cannot encode will not encode next time either.
+		s.m.errors.Inc()
+		s.logger.Error("encode check command", "site", cmd.SiteID, "bucket", cmd.Bucket, "msg_id", cmd.ID, "err", err)
+		return
+	}
+	s.send(out, msg, cmd.ID, []*events.CheckCommand{cmd})
+}
+
+// send publishes one encoded message carrying cmds.
+func (s *Scheduler) send(out *sending, msg *nats.Msg, id string, cmds []*events.CheckCommand) {
+	at := s.o.now()
+	fut, err := s.pub.PublishMsgAsync(msg, jetstream.WithExpectStream(events.StreamChecks))
+	if err != nil {
+		out.failed = append(out.failed, cmds...)
+		out.firstErr = firstOf(out.firstErr, fmt.Errorf("publish %s: %w", describe(id, cmds), err))
+		return
+	}
+	out.sent = append(out.sent, inflight{id: id, cmds: cmds, fut: fut, sentAt: at})
+}
+
+// awaitAcks waits for the acknowledgements of a tick's messages and queues
+// the commands of the failed ones for a retry. The commands of a failed batch
+// are carried over like single commands and may go out next time in a batch
+// composed otherwise (some dropped as past their deadline or superseded,
+// others added): if the failed batch did reach the stream and only its
+// acknowledgement was lost, its commands are then checked twice, which the
+// state machine tolerates.
 func (s *Scheduler) awaitAcks(sent []inflight) {
 	// The publish context's ack timeout resolves every future; the timer is
 	// a guard against a future that is never resolved (connection closed).
@@ -507,14 +660,17 @@ func (s *Scheduler) awaitAcks(sent []inflight) {
 			}
 		}
 		if err != nil {
-			failed = append(failed, f.cmd)
-			firstErr = firstOf(firstErr, fmt.Errorf("publish check command %s for site %s: %w", f.cmd.ID, f.cmd.SiteID, err))
+			failed = append(failed, f.cmds...)
+			firstErr = firstOf(firstErr, fmt.Errorf("publish %s: %w", describe(f.id, f.cmds), err))
 			continue
 		}
-		s.m.published.WithLabelValues(string(f.cmd.Purpose)).Inc()
-		s.m.lag.Observe(f.sentAt.Sub(f.cmd.DueAt).Seconds())
-		if s.o.onPublished != nil {
-			s.o.onPublished(*f.cmd, ack.Duplicate)
+		s.m.perMessage.Observe(float64(len(f.cmds)))
+		for _, c := range f.cmds {
+			s.m.published.WithLabelValues(string(c.Purpose)).Inc()
+			s.m.lag.Observe(f.sentAt.Sub(c.DueAt).Seconds())
+			if s.o.onPublished != nil {
+				s.o.onPublished(*c, ack.Duplicate)
+			}
 		}
 	}
 	if len(failed) > 0 {

@@ -275,8 +275,10 @@ func TestRestartNoDoubleCheck(t *testing.T) {
 // crashes one (no lease release): its buckets are taken over within two lease
 // periods, so no site goes longer than interval + 2×TTL without a command, and
 // the only (site, due) pairs published by two instances are due within one
-// lease period of the crash (the takeover re-sends recent slots, which the
-// stream drops as duplicates).
+// lease period of the crash (the takeover re-sends recent slots). Those the old
+// owner sent alone the stream drops as duplicates; those it sent in a batch
+// the successor cannot compose alike, so they may arrive, and be checked,
+// twice: only those may.
 func TestFailoverThreeSchedulers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("40s failover run")
@@ -330,11 +332,19 @@ func TestFailoverThreeSchedulers(t *testing.T) {
 	worstSite := ""
 	seen := map[string]bool{}
 	dup := 0
+	var dups []string // arrived twice where they must not
 	for _, s := range sites {
 		var dues []time.Time
 		for _, r := range checks.all(s.ID) {
 			k := r.cmd.SiteID + r.cmd.DueAt.String()
 			if seen[k] {
+				// Only a slot of a crashed instance's bucket re-sent by
+				// its successor's takeover may arrive twice: the old
+				// owner sent it in a batch the successor cannot compose
+				// alike, so the stream cannot drop it as a duplicate.
+				if d := r.cmd.DueAt.Sub(killed); d < -ttl || d > ttl || !slices.Contains(victimBuckets, events.Bucket(s.ID)) {
+					dups = append(dups, fmt.Sprintf("%s due %s from the crash", s.ID, d))
+				}
 				dup++
 			}
 			seen[k] = true
@@ -358,8 +368,9 @@ func TestFailoverThreeSchedulers(t *testing.T) {
 	if worst > allowed {
 		t.Errorf("site %s went %s without a command, want at most %s", worstSite, worst, allowed)
 	}
-	if dup > 0 {
-		t.Errorf("%d (site, due) pairs arrived twice on CHECKS", dup)
+	t.Logf("(site, due) pairs arrived twice on CHECKS: %d", dup)
+	if len(dups) > 0 {
+		t.Errorf("%d (site, due) pairs arrived twice on CHECKS outside the takeover of the crashed instance's buckets: %v", len(dups), dups[:min(len(dups), 10)])
 	}
 
 	// Overlap of what each instance published, after ownership settled.

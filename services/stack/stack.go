@@ -55,6 +55,7 @@ func Scheduler(cfg *config.Config, js jetstream.JetStream, reg prometheus.Regist
 	return scheduler.New(js,
 		scheduler.WithRegions(cfg.Regions...),
 		scheduler.WithTick(cfg.Scheduler.Tick),
+		scheduler.WithBatchSize(cfg.Scheduler.BatchSize),
 		scheduler.WithLeaseTTL(cfg.Lease.TTL),
 		scheduler.WithLogger(logger.With("service", "scheduler")),
 		scheduler.WithRegisterer(reg),

@@ -80,6 +80,9 @@ type Config struct {
 	// MinWorkers and MaxWorkers override the checker's pool bounds (0:
 	// the configuration defaults).
 	MinWorkers, MaxWorkers int
+	// BatchSize overrides the scheduler's commands per CHECKS message (0:
+	// the configuration default; 1: every command alone).
+	BatchSize int
 	// NoBare skips the bare loop. BareFlat is how long it runs flat out
 	// (default 10s); BarePacedMax bounds each paced run (default 40s).
 	NoBare       bool
@@ -242,7 +245,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	} else {
 		defer os.RemoveAll(dataDir)
 	}
-	v, err := startNATS(ctx, vigilOptions{dataDir: dataDir, logger: logger, minWorkers: cfg.MinWorkers, maxWorkers: cfg.MaxWorkers})
+	v, err := startNATS(ctx, vigilOptions{dataDir: dataDir, logger: logger, minWorkers: cfg.MinWorkers, maxWorkers: cfg.MaxWorkers, batchSize: cfg.BatchSize})
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		WarmupSeconds: cfg.Warmup.Seconds(), DrainSeconds: cfg.Drain.Seconds(), Seed: cfg.Seed,
 		Mix: cfg.Mix.String(), LatencyMedianMs: float64(cfg.LatencyMedian) / 1e6, Incidents: cfg.Incidents,
 		FleetInProcess: cfg.FleetInProcess, MinWorkers: v.cfg.Checker.MinWorkers, MaxWorkers: v.cfg.Checker.MaxWorkers,
+		BatchSize: v.cfg.Scheduler.BatchSize,
 	}
 
 	// 3. Sites, services.

@@ -80,6 +80,7 @@ type Settings struct {
 	FleetInProcess  bool    `json:"fleet_in_process"`
 	MinWorkers      int     `json:"checker_min_workers"`
 	MaxWorkers      int     `json:"checker_max_workers"`
+	BatchSize       int     `json:"scheduler_batch_size"`
 }
 
 // Setup times the preparation.

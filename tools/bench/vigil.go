@@ -64,6 +64,7 @@ type vigilOptions struct {
 	logger     *slog.Logger
 	minWorkers int // 0: the configuration default
 	maxWorkers int
+	batchSize  int // 0: the configuration default
 }
 
 // startNATS starts the embedded server and applies the topology.
@@ -74,6 +75,9 @@ func startNATS(ctx context.Context, o vigilOptions) (*vigil, error) {
 	}
 	if o.maxWorkers > 0 {
 		cfg.Checker.MaxWorkers = o.maxWorkers
+	}
+	if o.batchSize > 0 {
+		cfg.Scheduler.BatchSize = o.batchSize
 	}
 	if cfg.Checker.MinWorkers > cfg.Checker.MaxWorkers {
 		cfg.Checker.MinWorkers = cfg.Checker.MaxWorkers

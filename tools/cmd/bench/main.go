@@ -49,6 +49,7 @@ func run(args []string) int {
 	fleetExe := fs.String("fleet-exe", "", "binary to run as the fleet child (default: this one)")
 	minW := fs.Int("min-workers", 0, "checker min workers (default: the configuration's)")
 	maxW := fs.Int("max-workers", 0, "checker max workers (default: the configuration's)")
+	batch := fs.Int("batch-size", 0, "scheduler's check commands per CHECKS message (default: the configuration's; 1: no batching)")
 	noBare := fs.Bool("no-bare", false, "skip the bare HTTP loop")
 	bareFlat := fs.Duration("bare-flat", 10*time.Second, "how long the bare loop runs flat out (0 skips it)")
 	barePaced := fs.Duration("bare-paced-max", 40*time.Second, "each paced bare-loop run makes at most this long's worth of checks at the required rate")
@@ -67,7 +68,7 @@ func run(args []string) int {
 		return 2
 	}
 	cfg := bench.Config{Mode: *mode, Seed: *seed, LatencyMedian: *latency, IncidentFor: *incidentFor,
-		FleetInProcess: *inproc, FleetExe: *fleetExe, MinWorkers: *minW, MaxWorkers: *maxW,
+		FleetInProcess: *inproc, FleetExe: *fleetExe, MinWorkers: *minW, MaxWorkers: *maxW, BatchSize: *batch,
 		NoBare: *noBare, BareFlat: *bareFlat, BarePacedMax: *barePaced, BareRuns: *bareRuns, BareFlatConcurrency: *flatConc, OutDir: *out,
 		CPUProfile: *cpuprofile, MemProfile: *memprofile, HTTPAddr: *httpAddr, KeepData: *keep,
 		Ramp: *ramp, RampStep: *rampStep, RampMax: *rampMax,
