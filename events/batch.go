@@ -19,9 +19,10 @@ import (
 // tolerates).
 //
 // Batches live on subjects of their own (CheckBatchSubject), so the stream's
-// one-pending-command-per-subject rule never replaces one batch with another:
-// a batch that waits past its commands' deadlines is dropped by the checker,
-// command by command, as expired.
+// one-pending-command-per-subject rule never replaces one batch with another.
+// The scheduler gives each a message TTL (Nats-TTL) that runs out with its
+// commands' last deadline instead, so a batch nobody took in time leaves the
+// stream as a site's stale command, replaced by its next one, does.
 type CheckBatch struct {
 	// ID is derived from the region and the IDs of the commands, so a batch
 	// the scheduler sends again after a lost acknowledgement is dropped as a

@@ -87,6 +87,7 @@ type stored struct {
 	id      string // the batch's or command's ID
 	cmds    []events.CheckCommand
 	bytes   int
+	ttl     string // Nats-TTL
 }
 
 // storedChecks reads every message held in CHECKS, in stream order.
@@ -110,7 +111,7 @@ func storedChecks(t *testing.T, js jetstream.JetStream) []stored {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := stored{subject: m.Subject, msgID: m.Header.Get(jetstream.MsgIDHeader), bytes: len(m.Data)}
+		s := stored{subject: m.Subject, msgID: m.Header.Get(jetstream.MsgIDHeader), bytes: len(m.Data), ttl: m.Header.Get(jetstream.MsgTTLHeader)}
 		if events.IsCheckBatchSubject(m.Subject) {
 			var b events.CheckBatch
 			if _, err := events.Decode(m.Header, m.Data, &b); err != nil {
@@ -142,7 +143,13 @@ func checkMessage(t *testing.T, m stored) {
 		if want := events.CheckSubject(c.Region, c.SiteID); m.subject != want {
 			t.Errorf("single command on %s, want %s", m.subject, want)
 		}
+		if m.ttl != "" {
+			t.Errorf("single command %s has a TTL (%s): a newer command replaces it", c.ID, m.ttl)
+		}
 		return
+	}
+	if ttl, err := time.ParseDuration(m.ttl); err != nil || ttl < time.Second {
+		t.Errorf("batch %s has TTL %q (%v), want at least a second", m.id, m.ttl, err)
 	}
 	region := m.cmds[0].Region
 	cmds := make([]events.CheckCommand, len(m.cmds))
@@ -391,5 +398,31 @@ func TestBatchSizeValidated(t *testing.T) {
 	}
 	if s.o.batchSize != DefaultBatchSize {
 		t.Errorf("default batch size %d", s.o.batchSize)
+	}
+}
+
+// A batch is kept until the last of its commands' deadlines, in whole
+// seconds, and at least a second.
+func TestBatchTTL(t *testing.T) {
+	now := time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)
+	cmd := func(deadline time.Duration) *events.CheckCommand {
+		return &events.CheckCommand{Deadline: now.Add(deadline)}
+	}
+	for _, c := range []struct {
+		deadlines []time.Duration
+		want      time.Duration
+	}{
+		{[]time.Duration{30 * time.Second, 10 * time.Second}, 31 * time.Second},
+		{[]time.Duration{1500 * time.Millisecond}, 2 * time.Second},
+		{[]time.Duration{-time.Minute}, time.Second},
+		{[]time.Duration{0}, time.Second},
+	} {
+		var cmds []*events.CheckCommand
+		for _, d := range c.deadlines {
+			cmds = append(cmds, cmd(d))
+		}
+		if got := batchTTL(cmds, now); got != c.want {
+			t.Errorf("deadlines %v: TTL %s, want %s", c.deadlines, got, c.want)
+		}
 	}
 }

@@ -58,8 +58,10 @@
 // remainder, or with WithBatchSize(1) every command) is sent alone, as a
 // CheckCommand on its site's subject, where the stream's
 // one-pending-command-per-subject rule lets a newer command replace a stale
-// one still waiting. A batch is never replaced: how late its commands run is
-// bounded by their own deadlines, past which a checker drops them unrun.
+// one still waiting. A batch is never replaced; it carries a TTL instead,
+// until its commands' last deadline, after which the server deletes it (a
+// checker would only drop the commands unrun), so a backlog of batches never
+// outlives its commands' deadlines.
 //
 // A message whose publish fails is retried command by command: each of its
 // commands is carried over (one per site) and sent again on the following
@@ -603,7 +605,26 @@ func (s *Scheduler) publishChunk(out *sending, cmds []*events.CheckCommand) {
 		s.publishChunk(out, cmds[h:])
 		return
 	}
-	s.send(out, msg, b.ID, cmds)
+	// No newer batch replaces this one on CHECKS (its subject is its own),
+	// so it carries a TTL: the server deletes it once every command in it
+	// is past its deadline, which a checker would only drop unrun. A
+	// backlog of batches (a region's checkers down) so lasts no longer than
+	// the commands in it are worth running, as a site's stale command,
+	// replaced by its next one, does.
+	s.send(out, msg, b.ID, cmds, jetstream.WithMsgTTL(batchTTL(cmds, s.o.now())))
+}
+
+// batchTTL is how long a batch of cmds published at now is worth keeping:
+// until the last of its deadlines, in whole seconds (the server's unit), at
+// least one.
+func batchTTL(cmds []*events.CheckCommand, now time.Time) time.Duration {
+	var last time.Time
+	for _, c := range cmds {
+		if c.Deadline.After(last) {
+			last = c.Deadline
+		}
+	}
+	return max(time.Second, last.Sub(now).Truncate(time.Second)+time.Second)
 }
 
 // publishOne sends one command by itself, on its site's subject.
@@ -615,13 +636,17 @@ func (s *Scheduler) publishOne(out *sending, cmd *events.CheckCommand) {
 		s.logger.Error("encode check command", "site", cmd.SiteID, "bucket", cmd.Bucket, "msg_id", cmd.ID, "err", err)
 		return
 	}
-	s.send(out, msg, cmd.ID, []*events.CheckCommand{cmd})
+	s.send(out, msg, cmd.ID, []*events.CheckCommand{cmd}, nil)
 }
 
-// send publishes one encoded message carrying cmds.
-func (s *Scheduler) send(out *sending, msg *nats.Msg, id string, cmds []*events.CheckCommand) {
+// send publishes one encoded message carrying cmds, with ttl if not nil.
+func (s *Scheduler) send(out *sending, msg *nats.Msg, id string, cmds []*events.CheckCommand, ttl jetstream.PublishOpt) {
 	at := s.o.now()
-	fut, err := s.pub.PublishMsgAsync(msg, jetstream.WithExpectStream(events.StreamChecks))
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamChecks)}
+	if ttl != nil {
+		opts = append(opts, ttl)
+	}
+	fut, err := s.pub.PublishMsgAsync(msg, opts...)
 	if err != nil {
 		out.failed = append(out.failed, cmds...)
 		out.firstErr = firstOf(out.firstErr, fmt.Errorf("publish %s: %w", describe(id, cmds), err))

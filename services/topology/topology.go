@@ -84,6 +84,12 @@ func Streams(o Options) []jetstream.StreamConfig {
 			MaxMsgSize:        256 << 10,
 			MaxAge:            o.ChecksMaxAge,
 			Duplicates:        2 * time.Minute,
+			// A batch of commands (events.CheckBatch) has a subject of its
+			// own, which no newer batch replaces; the scheduler gives it a
+			// TTL instead, up to its commands' last deadline, so a backlog
+			// of batches lasts no longer than their commands are worth
+			// running.
+			AllowMsgTTL: true,
 		},
 		{
 			Name:        events.StreamObservations,
@@ -311,6 +317,13 @@ func managedStreamFields() []streamField {
 		{"MaxMsgSize", func(c *jetstream.StreamConfig) any { return c.MaxMsgSize }, func(d, s *jetstream.StreamConfig) { d.MaxMsgSize = s.MaxMsgSize }, mutable},
 		{"Duplicates", func(c *jetstream.StreamConfig) any { return c.Duplicates }, func(d, s *jetstream.StreamConfig) { d.Duplicates = s.Duplicates }, mutable},
 		{"AllowDirect", func(c *jetstream.StreamConfig) any { return c.AllowDirect }, func(d, s *jetstream.StreamConfig) { d.AllowDirect = s.AllowDirect }, mutable},
+		{"AllowMsgTTL", func(c *jetstream.StreamConfig) any { return c.AllowMsgTTL }, func(d, s *jetstream.StreamConfig) { d.AllowMsgTTL = s.AllowMsgTTL },
+			func(h, w *jetstream.StreamConfig) string {
+				if h.AllowMsgTTL && !w.AllowMsgTTL {
+					return "the server never turns message TTLs off"
+				}
+				return ""
+			}},
 		{"DenyDelete", func(c *jetstream.StreamConfig) any { return c.DenyDelete }, func(d, s *jetstream.StreamConfig) { d.DenyDelete = s.DenyDelete }, denyCannotBeLifted},
 		{"DenyPurge", func(c *jetstream.StreamConfig) any { return c.DenyPurge }, func(d, s *jetstream.StreamConfig) { d.DenyPurge = s.DenyPurge }, denyCannotBeLifted},
 	}

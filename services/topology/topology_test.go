@@ -169,6 +169,59 @@ func TestChecksKeepsOnePendingCommandPerSite(t *testing.T) {
 	}
 }
 
+// A batch of commands has a subject of its own, which nothing replaces: it
+// leaves CHECKS when its TTL (its commands' last deadline) runs out, while a
+// single command without one stays until replaced or consumed.
+func TestChecksBatchExpires(t *testing.T) {
+	s := natstest.Start(t, true)
+	ctx := context.Background()
+	due := time.Now().UTC()
+	b := &events.CheckBatch{Region: "local"}
+	for _, site := range []string{"a", "b"} {
+		b.Commands = append(b.Commands, events.CheckCommand{ID: events.CommandID(site, "local", events.PurposeScheduled, due),
+			SiteID: site, Bucket: events.Bucket(site), Region: "local", Purpose: events.PurposeScheduled, DueAt: due, Deadline: due})
+	}
+	b.ID = events.BatchID(b.Region, due, b.Commands)
+	msg, err := events.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JS.PublishMsg(ctx, msg, jetstream.WithMsgTTL(time.Second)); err != nil {
+		t.Fatalf("publish a batch with a TTL: %v", err)
+	}
+	single, err := events.Marshal(&b.Commands[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JS.PublishMsg(ctx, single); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.JS.Stream(ctx, events.StreamChecks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.CachedInfo().Config.AllowMsgTTL {
+		t.Fatal("CHECKS does not allow message TTLs")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CHECKS still holds %d messages 10s after the batch's 1s TTL", info.State.Msgs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, events.CheckSubject("local", "a")); err != nil {
+		t.Errorf("the single command went too: %v", err)
+	}
+}
+
 func TestStatus(t *testing.T) {
 	s := natstest.Start(t, true)
 	st, err := topology.Status(context.Background(), s.JS)
