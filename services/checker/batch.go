@@ -75,9 +75,6 @@ func (c *Checker) openBatch(msg jetstream.Msg, received time.Time) []job {
 	// The batch is held until its last command is done: commands waiting
 	// for a worker, then checks. Progress acknowledgements keep the server
 	// from redelivering it meanwhile.
-	if time.Since(received) > c.progressEvery {
-		_ = msg.InProgress()
-	}
 	bm.progress = startProgress(msg, c.progressEvery)
 	return jobs
 }
