@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vigil-dev/vigil/events"
 	"github.com/vigil-dev/vigil/services/internal/natstest"
-	"github.com/vigil-dev/vigil/services/topology"
 )
 
 // newBatch returns a batch of cmds for testRegion, with its derived ID.
@@ -151,16 +150,7 @@ func TestBatchPoison(t *testing.T) {
 // If an observation of a batch cannot be made durable, the batch is not
 // acknowledged: it comes back and all of its commands are checked again.
 func TestBatchPublishFailureRedeliversTheBatch(t *testing.T) {
-	ns := natstest.Start(t, true)
-	site := newServer(t, http.StatusOK, 0)
-	c, reg := newTestChecker(t, ns.JS, engine(t))
-	c.nakDelay = 300 * time.Millisecond
-	ctx := context.Background()
-
-	if err := ns.JS.DeleteStream(ctx, events.StreamObservations); err != nil {
-		t.Fatal(err)
-	}
-	start(t, c)
+	ns, site, reg := startWithoutObservations(t)
 	cmds := sitesCommands("flaky", site.URL, 3)
 	seq := publishBatch(t, ns.JS, newBatch(cmds...))
 	waitFor(t, "publish errors for the whole batch", func() bool {
@@ -170,9 +160,7 @@ func TestBatchPublishFailureRedeliversTheBatch(t *testing.T) {
 		t.Fatalf("CHECKS holds %d messages after failed publishes, want the unacknowledged batch", n)
 	}
 
-	if _, err := topology.Apply(ctx, ns.JS, natstest.Options()); err != nil {
-		t.Fatal(err)
-	}
+	restoreObservations(t, ns)
 	obs := waitObservations(t, ns.JS, 3)
 	waitAcked(t, ns.JS, seq)
 	seen := map[string]bool{}

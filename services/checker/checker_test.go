@@ -410,18 +410,32 @@ func TestPoisonIsTerminatedAndDoesNotBlock(t *testing.T) {
 	}
 }
 
-func TestPublishFailureLeavesCommandUnacked(t *testing.T) {
+// startWithoutObservations starts a checker with OBSERVATIONS deleted, so
+// that every publish fails until restoreObservations.
+func startWithoutObservations(t *testing.T) (*natstest.Server, *countingServer, *prometheus.Registry) {
+	t.Helper()
 	ns := natstest.Start(t, true)
 	site := newServer(t, http.StatusOK, 0)
 	c, reg := newTestChecker(t, ns.JS, engine(t))
 	c.nakDelay = 300 * time.Millisecond
-	ctx := context.Background()
-
 	// With OBSERVATIONS gone nothing captures vigil.obs.>: publishes fail.
-	if err := ns.JS.DeleteStream(ctx, events.StreamObservations); err != nil {
+	if err := ns.JS.DeleteStream(context.Background(), events.StreamObservations); err != nil {
 		t.Fatal(err)
 	}
 	start(t, c)
+	return ns, site, reg
+}
+
+// restoreObservations brings OBSERVATIONS back.
+func restoreObservations(t *testing.T, ns *natstest.Server) {
+	t.Helper()
+	if _, err := topology.Apply(context.Background(), ns.JS, natstest.Options()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPublishFailureLeavesCommandUnacked(t *testing.T) {
+	ns, site, reg := startWithoutObservations(t)
 	cmd := command("flaky-1", site.URL, time.Now())
 	seq := publish(t, ns.JS, cmd)
 
@@ -437,9 +451,7 @@ func TestPublishFailureLeavesCommandUnacked(t *testing.T) {
 
 	// The stream comes back: the redelivered command is checked again and
 	// its observation published.
-	if _, err := topology.Apply(ctx, ns.JS, natstest.Options()); err != nil {
-		t.Fatal(err)
-	}
+	restoreObservations(t, ns)
 	obs := waitObservations(t, ns.JS, 1)
 	waitAcked(t, ns.JS, seq)
 	if len(obs) != 1 || obs[0].CommandID != cmd.ID || obs[0].Class != events.ClassOK {
