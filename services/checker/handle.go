@@ -391,16 +391,14 @@ func (c *Checker) publishAndAck(ctx context.Context, j job, obs *events.Observat
 	cancel()
 	if err != nil {
 		c.m.publishErrors.Inc()
-		msg := j.msg
-		if j.batch != nil {
-			msg = j.batch.msg
-		}
-		delay := c.retryDelay(msg)
+		var delay time.Duration
 		var nakErr error
 		if j.batch != nil {
+			delay = c.retryDelay(j.batch.msg)
 			j.batch.done(false, delay)
 		} else {
-			nakErr = msg.NakWithDelay(delay)
+			delay = c.retryDelay(j.msg)
+			nakErr = j.msg.NakWithDelay(delay)
 		}
 		log.Warn("publish observation failed; command will be checked again", "observation_id", obs.ID,
 			"err", fmt.Errorf("publish to %s: %w", obs.Envelope().NATSSubject, err), "retry_in", delay, "nak_err", nakErr)
