@@ -49,7 +49,6 @@ func TestKill9(t *testing.T) {
 		t.Skip("kills and restarts a process for several seconds")
 	}
 	h := newHarness(t)
-	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(7, 9))
 	var siteList []events.Site
 	for i := range 12 {
@@ -67,27 +66,10 @@ func TestKill9(t *testing.T) {
 	}
 
 	// The uninterrupted run.
-	bySite := map[string]events.Site{}
-	for _, s := range siteList {
-		bySite[s.ID] = s
-	}
-	rep := &statemachine.Replayer{
-		Env: statemachine.Env{Regions: []string{"local"}, AllowSingleRegion: true, VerifyTimeout: 90 * time.Second},
-		Site: func(_ context.Context, id string) (events.Site, bool, error) {
-			s, ok := bySite[id]
-			return s, ok, nil
-		},
-	}
-	want := map[string][]events.SiteEvent{}
+	want := h.replayed(siteList)
 	total := 0
-	if err := rep.Replay(ctx, h.srv.JS, 1, 0, -1, func(_ events.Observation, out statemachine.Output) error {
-		for _, ev := range out.Events {
-			want[ev.SiteID] = append(want[ev.SiteID], ev)
-			total++
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	for _, evs := range want {
+		total += len(evs)
 	}
 	if total < 20 {
 		t.Fatalf("the script yields only %d events", total)
@@ -117,18 +99,53 @@ func TestKill9(t *testing.T) {
 	}
 	t.Logf("killed the state machine %d times", kills)
 
+	h.sameAsReplay(siteList, want)
+}
+
+// replayed returns the events an uninterrupted, failure-free single-region
+// run derives from the stored observations of siteList, by site: the
+// Replayer feeding them through a fresh state machine.
+func (h *harness) replayed(siteList []events.Site) map[string][]events.SiteEvent {
+	h.t.Helper()
+	bySite := map[string]events.Site{}
+	for _, s := range siteList {
+		bySite[s.ID] = s
+	}
+	rep := &statemachine.Replayer{
+		Env: statemachine.Env{Regions: []string{"local"}, AllowSingleRegion: true, VerifyTimeout: 90 * time.Second},
+		Site: func(_ context.Context, id string) (events.Site, bool, error) {
+			s, ok := bySite[id]
+			return s, ok, nil
+		},
+	}
+	want := map[string][]events.SiteEvent{}
+	if err := rep.Replay(context.Background(), h.srv.JS, 1, 0, -1, func(_ events.Observation, out statemachine.Output) error {
+		for _, ev := range out.Events {
+			want[ev.SiteID] = append(want[ev.SiteID], ev)
+		}
+		return nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	return want
+}
+
+// sameAsReplay checks that EVENTS holds, for each site of siteList, exactly
+// the events of want (replayed), byte for byte and in order.
+func (h *harness) sameAsReplay(siteList []events.Site, want map[string][]events.SiteEvent) {
+	h.t.Helper()
 	for _, s := range siteList {
 		got := h.allSiteEvents(s.ID)
 		exp := want[s.ID]
 		if len(got) != len(exp) {
-			t.Errorf("site %s: %d events %s, want %d %s", s.ID, len(got), kinds(got), len(exp), kinds(exp))
+			h.t.Errorf("site %s: %d events %s, want %d %s", s.ID, len(got), kinds(got), len(exp), kinds(exp))
 			continue
 		}
 		for i := range exp {
 			a, _ := events.Marshal(&got[i])
 			b, _ := events.Marshal(&exp[i])
 			if got[i].ID != exp[i].ID || !bytes.Equal(a.Data, b.Data) {
-				t.Errorf("site %s event %d differs:\n got %s\nwant %s", s.ID, i, a.Data, b.Data)
+				h.t.Errorf("site %s event %d differs:\n got %s\nwant %s", s.ID, i, a.Data, b.Data)
 			}
 		}
 	}

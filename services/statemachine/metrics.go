@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		observations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_statemachine_observations_total",
-			Help: "Observations handled, by result: applied, uneventful (a site with no state, and nothing in the observation that could change it), ignored (unknown or deleted site), poison (quarantined).",
+			Help: "Observations handled, by result: applied, uneventful (a site with no state, and nothing in the observation that could change it), ignored (unknown or deleted site), poison (quarantined), given_up (effects failed 20 times in a row).",
 		}, []string{"result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_statemachine_events_total",

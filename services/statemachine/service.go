@@ -42,6 +42,7 @@ type options struct {
 	expireEvery       time.Duration
 	impaired          func(region string, at time.Time) bool
 	regionThresholds  RegionThresholds
+	retry             retryPolicy
 }
 
 // WithInstanceID names this instance in leases and logs (default: host and pid).
@@ -126,6 +127,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Service, error) {
 		now:              time.Now,
 		expireEvery:      time.Second,
 		regionThresholds: DefaultRegionThresholds(),
+		retry:            defaultRetryPolicy(),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -208,13 +210,11 @@ func (s *Service) Run(ctx context.Context) error {
 		lease.OnLose(s.lost),
 	}, s.o.leaseOpts...)...)
 
-	expireDone := make(chan struct{})
-	go func() {
-		defer close(expireDone)
-		s.expireLoop(ctx)
-	}()
+	var loops sync.WaitGroup
+	loops.Go(func() { s.expireLoop(ctx) })
+	loops.Go(func() { s.ackLoop(ctx) })
 	err = mgr.Run(ctx)
-	<-expireDone
+	loops.Wait()
 	s.stopAll()
 	if rerr := <-regionsDone; rerr != nil && err == nil {
 		err = rerr
@@ -309,7 +309,26 @@ func (s *Service) inMaintenance(site events.Site, at time.Time) bool {
 // observation to notice it (every verifying region silent, say), and saves
 // the buckets' positions.
 func (s *Service) expireLoop(ctx context.Context) {
-	t := time.NewTicker(s.o.expireEvery)
+	s.everyWorker(ctx, s.o.expireEvery, func(w *worker) {
+		w.expire(ctx, s.o.now())
+		if err := w.checkpoint(ctx); err != nil && ctx.Err() == nil {
+			w.logger.Warn("save position; will retry", "err", err)
+		}
+	})
+}
+
+// ackEvery is how often the buckets acknowledge what they applied, when
+// fewer than ackBatch observations wait for it.
+const ackEvery = 200 * time.Millisecond
+
+// ackLoop acknowledges what the buckets applied (see worker).
+func (s *Service) ackLoop(ctx context.Context) {
+	s.everyWorker(ctx, ackEvery, (*worker).flushAck)
+}
+
+// everyWorker calls f for each worker every period until ctx is done.
+func (s *Service) everyWorker(ctx context.Context, period time.Duration, f func(*worker)) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -323,12 +342,8 @@ func (s *Service) expireLoop(ctx context.Context) {
 			ws = append(ws, w)
 		}
 		s.mu.Unlock()
-		now := s.o.now()
 		for _, w := range ws {
-			w.expire(ctx, now)
-			if err := w.checkpoint(ctx); err != nil && ctx.Err() == nil {
-				w.logger.Warn("save position; will retry", "err", err)
-			}
+			f(w)
 		}
 	}
 }

@@ -507,13 +507,16 @@ func (h *harness) regionEvents(n int) []events.RegionEvent {
 	}
 }
 
-// An observation whose effects cannot be made durable is redelivered until
-// they can: here the cadence bucket is missing when an outage starts, and the
-// incident's cadence and state appear once it is back.
+// An observation whose effects cannot be made durable is applied again until
+// they can, and nothing delivered behind it is applied first: here the
+// cadence bucket is missing when an outage starts, more observations of the
+// site arrive meanwhile, and once the bucket is back the site's events are
+// exactly what an uninterrupted run derives.
 func TestFailedEffectIsRetried(t *testing.T) {
 	h := newHarness(t)
 	site := h.site("retried", nil)
-	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true))
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true),
+		statemachine.WithRetryPolicy(100, 200*time.Millisecond))
 	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
 	h.waitConsumed(site.ID) // running, with its buckets open
 	ctx := context.Background()
@@ -522,24 +525,64 @@ func TestFailedEffectIsRetried(t *testing.T) {
 	}
 	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
 	h.siteEvents(site.ID, 1) // events are appended first, then the cadence fails
-	time.Sleep(300 * time.Millisecond)
+	// Behind the failing observation: the outage goes on, then ends.
+	for i, class := range []events.Class{events.ClassHTTPStatus, events.ClassHTTPStatus, events.ClassOK, events.ClassOK} {
+		h.observe(site, "local", events.PurposeScheduled, class, at(30*(i+1)), "")
+	}
+	time.Sleep(time.Second) // several retries, all failing
 	if h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
 		t.Fatal("the site's state was saved although its cadence could not be")
 	}
-	for _, cfg := range topology.KeyValues(topology.Options{}) {
-		if cfg.Bucket == events.KVCadence {
-			if _, err := h.srv.JS.CreateKeyValue(ctx, cfg); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if evs := h.allSiteEvents(site.ID); kinds(evs) != "[seems_down]" {
+		t.Fatalf("while the first failure's effects fail: events %s, want only its seems_down", kinds(evs))
 	}
+	h.createKV(events.KVCadence)
+	h.waitConsumed(site.ID)
+	want := h.replayed([]events.Site{site})
+	if k := kinds(want[site.ID]); k != "[seems_down down recovered:recovered]" {
+		t.Fatalf("the script replays as %s, want seems_down, down, recovered", k)
+	}
+	h.sameAsReplay([]events.Site{site}, want)
+}
+
+// An observation whose effects keep failing is given up after the retry
+// policy's attempts, and the bucket goes on with the observations behind it.
+func TestFailingObservationGivenUp(t *testing.T) {
+	h := newHarness(t)
+	site := h.site("given-up", nil)
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true),
+		statemachine.WithRetryPolicy(3, 50*time.Millisecond))
+	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
+	h.waitConsumed(site.ID)
+	ctx := context.Background()
+	if err := h.srv.JS.DeleteKeyValue(ctx, events.KVCadence); err != nil {
+		t.Fatal(err)
+	}
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
+	h.waitConsumed(site.ID) // given up: acknowledged without its effects
+	if h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
+		t.Fatal("the given-up observation's state was saved")
+	}
+	h.createKV(events.KVCadence)
+	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(30), "")
 	h.waitConsumed(site.ID)
 	if !h.kvHas(events.KVCadence, events.CadenceKey(site.ID)) || !h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
-		t.Error("after the retry the site has no cadence override or no state")
+		t.Error("the observation after the given-up one left no cadence override or no state")
 	}
-	if evs := h.allSiteEvents(site.ID); kinds(evs) != "[seems_down]" {
-		t.Errorf("events %s, want one seems_down", kinds(evs))
+}
+
+// createKV creates one of the topology's KV buckets.
+func (h *harness) createKV(bucket string) {
+	h.t.Helper()
+	for _, cfg := range topology.KeyValues(topology.Options{}) {
+		if cfg.Bucket == bucket {
+			if _, err := h.srv.JS.CreateKeyValue(context.Background(), cfg); err != nil {
+				h.t.Fatal(err)
+			}
+			return
+		}
 	}
+	h.t.Fatalf("no KV bucket %s in the topology", bucket)
 }
 
 // An instance that owns every bucket counts region windows from what its
