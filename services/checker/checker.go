@@ -236,10 +236,6 @@ type Checker struct {
 	est    *estimator
 	size   sizing
 
-	// publishOpts are the options of every observation publish, made once:
-	// built per publish they cost two allocations per check.
-	publishOpts []jetstream.PublishOpt
-
 	// Timing knobs; tests shorten some of them.
 	controlEvery   time.Duration // how often the pool is resized
 	nakDelay       time.Duration // first redelivery delay after a failed publish
@@ -248,6 +244,10 @@ type Checker struct {
 	progressEvery  time.Duration // progress acknowledgements while a command is held
 	shutdownGrace  time.Duration // how long in-flight checks may finish after ctx is done
 	retryEvery     time.Duration // pause before re-creating a lost consumer
+
+	// publish makes an observation durable on OBSERVATIONS (publishDurable;
+	// unit tests replace it).
+	publish func(*nats.Msg) error
 
 	running atomic.Bool
 }
@@ -315,7 +315,9 @@ func New(js jetstream.JetStream, prober Prober, opts ...Option) (*Checker, error
 	}
 	c.m = m
 	c.ids = events.NewIDSource(rand.Reader)
-	c.publishOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(events.StreamObservations)}
+	c.publish = func(m *nats.Msg) error {
+		return publishDurable(js.Conn(), m, events.StreamObservations, c.publishTimeout)
+	}
 	c.est = newEstimator()
 	c.size = sizing{min: c.minWorkers, max: c.maxWorkers, headroom: defaultHeadroom}
 	return c, nil

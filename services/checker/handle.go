@@ -69,7 +69,7 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		// An expired command is demand the pool did not meet in time: the
 		// estimator counts it, so the pool grows instead of shrinking.
 		c.est.expired()
-		if c.publishAndAck(ctx, j, obs, log) {
+		if c.publishAndAck(j, obs, log) {
 			c.m.expired.Inc()
 			if log.debug() {
 				log.Debug("command expired; reported unchecked", "observation_id", obs.ID, "deadline", cmd.Deadline)
@@ -131,7 +131,7 @@ func (c *Checker) handle(ctx context.Context, j job) {
 		c.settlePoison(j, cmd, errors.New("no observation ID can be made"))
 		return
 	}
-	if c.publishAndAck(ctx, j, obs, log) {
+	if c.publishAndAck(j, obs, log) {
 		// A worker is held for the check and for publishing and acking its
 		// result (the publish was ~20 ms under load in the benchmark), so
 		// Little's law needs more than the check. But the publish time grows
@@ -379,17 +379,14 @@ func (c *Checker) observation(cmd *events.CheckCommand, started time.Time, res h
 // AckWait and checked once more, the occasional second check the state
 // machine tolerates. Waiting would hold the worker for one more round trip
 // per check.
-func (c *Checker) publishAndAck(ctx context.Context, j job, obs *events.Observation, log commandLog) bool {
+func (c *Checker) publishAndAck(j job, obs *events.Observation, log commandLog) bool {
 	out, err := events.Marshal(obs)
 	if err != nil {
 		// Deterministic: a redelivery would fail the same way.
 		c.settlePoison(j, log.cmd, fmt.Errorf("encode observation %s: %w", obs.ID, err))
 		return false
 	}
-	pctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
-	_, err = c.js.PublishMsg(pctx, out, c.publishOpts...)
-	cancel()
-	if err != nil {
+	if err = c.publish(out); err != nil {
 		c.m.publishErrors.Inc()
 		var delay time.Duration
 		var nakErr error

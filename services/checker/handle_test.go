@@ -60,7 +60,8 @@ func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	return &jetstream.MsgMetadata{NumDelivered: 1}, nil
 }
 
-// fakeJS accepts every publish at once, or fails it with err.
+// fakeJS accepts every publish of an observation at once, or fails it with
+// err. newFakeChecker routes a Checker's publishes to it.
 type fakeJS struct {
 	jetstream.JetStream
 	err       error
@@ -68,14 +69,25 @@ type fakeJS struct {
 	published int
 }
 
-func (f *fakeJS) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+func (f *fakeJS) publish(*nats.Msg) error {
 	if f.err != nil {
-		return nil, f.err
+		return f.err
 	}
 	f.mu.Lock()
 	f.published++
 	f.mu.Unlock()
-	return &jetstream.PubAck{Stream: events.StreamObservations}, nil
+	return nil
+}
+
+// newFakeChecker returns a Checker of testRegion that publishes to js.
+func newFakeChecker(t testing.TB, js *fakeJS, p Prober, opts ...Option) *Checker {
+	t.Helper()
+	c, err := New(js, p, append([]Option{WithRegion(testRegion)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.publish = js.publish
+	return c
 }
 
 // instantProber answers ok at once.
@@ -91,10 +103,7 @@ func (instantProber) Check(_ context.Context, spec events.CheckSpec) httpcheck.R
 func BenchmarkHandle(b *testing.B) {
 	// The logger of a service at the default level, info.
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	c, err := New(&fakeJS{}, instantProber{}, WithRegion(testRegion), WithLogger(logger))
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newFakeChecker(b, &fakeJS{}, instantProber{}, WithLogger(logger))
 	cmd := command("bench-1", "http://127.0.0.1:1/", time.Now())
 	cmd.Deadline = time.Now().Add(time.Hour)
 	msgs := make([]*fakeMsg, b.N)
@@ -113,10 +122,7 @@ func BenchmarkHandle(b *testing.B) {
 // published: no waiting for the server's reply.
 func TestHandleAcksWithoutWaiting(t *testing.T) {
 	js := &fakeJS{}
-	c, err := New(js, instantProber{}, WithRegion(testRegion))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newFakeChecker(t, js, instantProber{})
 	msg := newFakeMsg(t, command("ack-1", "http://127.0.0.1:1/", time.Now()))
 	c.handle(context.Background(), job{msg: msg, received: time.Now()})
 	if js.published != 1 || msg.acks.Load() != 1 || msg.syncAcks.Load() != 0 || msg.naks.Load() != 0 {
@@ -170,10 +176,7 @@ func TestLongChecksSendProgress(t *testing.T) {
 	p := &fakeProber{answer: func(events.CheckSpec) (events.Class, time.Duration) {
 		return events.ClassOK, 700 * time.Millisecond
 	}}
-	c, err := New(&fakeJS{}, p, WithRegion(testRegion))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newFakeChecker(t, &fakeJS{}, p)
 	c.progressEvery = 200 * time.Millisecond
 	cmd := command("slow-1", "http://127.0.0.1:1/", time.Now())
 	cmd.Check.Timeout = events.Duration(MaxCheckTimeout)
@@ -209,10 +212,7 @@ func TestCommandLogsCarryIDs(t *testing.T) {
 		var logs syncBuffer
 		logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))
 		js := &fakeJS{err: errors.New("nats: timeout")}
-		c, err := New(js, instantProber{}, WithRegion(testRegion), WithLogger(logger))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := newFakeChecker(t, js, instantProber{}, WithLogger(logger))
 		cmd := command("logged-1", "http://127.0.0.1:1/", time.Now())
 		c.handle(context.Background(), job{msg: newFakeMsg(t, cmd), received: time.Now()})
 		js.err = nil
