@@ -513,16 +513,7 @@ func (h *harness) regionEvents(n int) []events.RegionEvent {
 // site arrive meanwhile, and once the bucket is back the site's events are
 // exactly what an uninterrupted run derives.
 func TestFailedEffectIsRetried(t *testing.T) {
-	h := newHarness(t)
-	site := h.site("retried", nil)
-	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true),
-		statemachine.WithRetryPolicy(100, 200*time.Millisecond))
-	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
-	h.waitConsumed(site.ID) // running, with its buckets open
-	ctx := context.Background()
-	if err := h.srv.JS.DeleteKeyValue(ctx, events.KVCadence); err != nil {
-		t.Fatal(err)
-	}
+	h, site := startWithoutCadence(t, "retried", statemachine.WithRetryPolicy(100, 200*time.Millisecond))
 	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
 	h.siteEvents(site.ID, 1) // events are appended first, then the cadence fails
 	// Behind the failing observation: the outage goes on, then ends.
@@ -548,16 +539,7 @@ func TestFailedEffectIsRetried(t *testing.T) {
 // An observation whose effects keep failing is given up after the retry
 // policy's attempts, and the bucket goes on with the observations behind it.
 func TestFailingObservationGivenUp(t *testing.T) {
-	h := newHarness(t)
-	site := h.site("given-up", nil)
-	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true),
-		statemachine.WithRetryPolicy(3, 50*time.Millisecond))
-	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
-	h.waitConsumed(site.ID)
-	ctx := context.Background()
-	if err := h.srv.JS.DeleteKeyValue(ctx, events.KVCadence); err != nil {
-		t.Fatal(err)
-	}
+	h, site := startWithoutCadence(t, "given-up", statemachine.WithRetryPolicy(3, 50*time.Millisecond))
 	h.observe(site, "local", events.PurposeScheduled, events.ClassHTTPStatus, at(0), "")
 	h.waitConsumed(site.ID) // given up: acknowledged without its effects
 	if h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
@@ -569,6 +551,22 @@ func TestFailingObservationGivenUp(t *testing.T) {
 	if !h.kvHas(events.KVCadence, events.CadenceKey(site.ID)) || !h.kvHas(events.KVStateMachine, events.SiteKey(site.ID)) {
 		t.Error("the observation after the given-up one left no cadence override or no state")
 	}
+}
+
+// startWithoutCadence runs a single-region state machine with retry, waits
+// until a healthy observation of a new site is consumed (its buckets open),
+// then deletes the cadence bucket, so that the next outage's effects fail.
+func startWithoutCadence(t *testing.T, siteID string, retry statemachine.Option) (*harness, events.Site) {
+	t.Helper()
+	h := newHarness(t)
+	site := h.site(siteID, nil)
+	h.run(statemachine.WithRegions("local"), statemachine.WithSingleRegionAllowance(true), retry)
+	h.observe(site, "local", events.PurposeScheduled, events.ClassOK, at(-60), "")
+	h.waitConsumed(site.ID)
+	if err := h.srv.JS.DeleteKeyValue(context.Background(), events.KVCadence); err != nil {
+		t.Fatal(err)
+	}
+	return h, site
 }
 
 // createKV creates one of the topology's KV buckets.

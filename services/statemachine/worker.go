@@ -284,6 +284,10 @@ func (w *worker) position(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// What was loaded needs no saving again (see startOnce).
+	w.saveMu.Lock()
+	w.saved = max(w.saved, pos)
+	w.saveMu.Unlock()
 	pos = max(pos, w.applied)
 	c, err := w.s.js.Consumer(ctx, events.StreamObservations, ConsumerName(w.bucket))
 	switch {
